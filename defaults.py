@@ -1,0 +1,49 @@
+"""Every default and limit of the service, in one place, each with its unit and the reason for its value."""
+
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent
+
+# Where the embedded databases live unless DATABASE_URL / QUEUE_URL say otherwise (git-ignored).
+INSTANCE_DIR = PROJECT_DIR / "instance"
+DATABASE_URL = f"sqlite:///{INSTANCE_DIR / 'inbox.db'}"
+QUEUE_URL = f"sqlite:///{INSTANCE_DIR / 'queue.db'}"
+
+OPTIPICK_API_URL = "https://optipick.api.optioryx.com"
+HOST = "127.0.0.1"
+PORT = 5000
+LOG_LEVEL = "INFO"
+
+# Bytes. Svix never sends a payload above 1 MiB; the margin leaves room for nothing else to be cut off.
+MAX_BODY_BYTES = 1024 * 1024 + 64 * 1024
+
+# Processing attempts per event before it is marked dead: the first try plus one per RETRY_DELAYS entry.
+MAX_ATTEMPTS = 8
+# Seconds to wait after the n-th failed attempt (the last value repeats). About 21 hours in all,
+# comparable to the 28 hours Svix itself keeps retrying.
+RETRY_DELAYS = (10, 60, 5 * 60, 30 * 60, 2 * 3600, 6 * 3600, 12 * 3600)
+# Attempts for a result the API does not have (404/422): it may not be readable yet, but it will not
+# appear after a day either, so give up after a few minutes instead of the whole retry budget.
+NOT_FOUND_MAX_ATTEMPTS = 4
+
+# Worker threads of the Huey consumer. Each spends most of its time waiting on the API.
+WORKER_THREADS = 4
+
+# Seconds a worker owns an event it has claimed. Longer than the worst fetch (two API calls of
+# connect + read timeout when the kind has to be detected), and renewed before the handlers run.
+# A worker that dies leaves its event to the reconciler once the lease has run out.
+LEASE_SECONDS = 60
+
+# Seconds (connect, read) for every OptiPick API call; every outbound call has a timeout.
+API_TIMEOUT = (5.0, 15.0)
+
+# Seconds an event may wait in `received` before the reconciler enqueues it again: long enough
+# that a task that is merely queued is not doubled, short enough that a lost one is found soon.
+RECONCILE_AFTER_SECONDS = 30
+# Events re-enqueued per reconciler run, so a large backlog cannot flood the queue in one go.
+RECONCILE_BATCH = 500
+
+# Milliseconds SQLite waits for a lock held by another process before it gives up.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+# Seconds a 503 asks the sender to wait (Svix retries on its own schedule either way).
+RETRY_AFTER_ON_503 = 10

@@ -1,0 +1,50 @@
+"""The service's exceptions, in one place.
+
+    ServiceError
+    ├── ConfigError              a setting is missing or malformed; start-up stops
+    └── OptiPickError            the OptiPick API did not give us a result
+        ├── AuthenticationError  401/403: OPTIPICK_API_KEY is wrong; retrying cannot help
+        ├── ResultNotFound       404/422: no result (yet) for this request id; retried a few times
+        ├── RateLimited          429: retried no sooner than the API asked (retry_after)
+        └── ApiUnavailable       5xx, timeouts, connection errors, redirects, unreadable bodies; retried
+
+    HandlerError                 one or more handlers raised; the event is retried
+
+Messages never contain the API key or a webhook secret.
+"""
+
+
+class ServiceError(Exception):
+    """Base of every error this service raises on purpose."""
+
+
+class ConfigError(ServiceError):
+    """A setting is missing or malformed. The message names the variable and the fix."""
+
+
+class OptiPickError(ServiceError):
+    """The OptiPick API did not give us a result. `retryable` says whether trying later can help."""
+
+    retryable = True
+
+
+class AuthenticationError(OptiPickError):
+    retryable = False
+
+
+class ResultNotFound(OptiPickError):
+    pass
+
+
+class RateLimited(OptiPickError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ApiUnavailable(OptiPickError):
+    pass
+
+
+class HandlerError(ServiceError):
+    """At least one handler raised while handling an event; the whole event is retried."""

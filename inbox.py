@@ -1,0 +1,383 @@
+"""The inbox: one durable row per authentic delivery, and the only record of what is left to do.
+
+The queue (Huey) only carries inbox ids and may lose them (a consumer killed mid-task loses its
+task), so every decision is taken here, with single-statement compare-and-set updates:
+
+- `add` inserts a delivery under a unique `msg_id` (the svix-id): a redelivery changes nothing.
+- `claim` hands an event to one worker for a lease; `finish`, `retry_later` and `reserve_optimization`
+  only act while that claim is still the worker's own (the claim token is the fence).
+- `due` lists what the reconciler must enqueue again: work never enqueued, retries that are due,
+  and leases that ran out because their worker died.
+
+Status flow: received → processing → done | retrying (→ processing …) | dead | duplicate.
+Set at intake: received, ignored (not an OptiPick optimization type), invalid (authentic but unusable).
+Times are UTC, taken from the caller's clock (`now=`), stored without a zone.
+"""
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.types import TypeDecorator
+
+import defaults
+
+log = logging.getLogger(__name__)
+
+
+class Status(StrEnum):
+    RECEIVED = "received"
+    PROCESSING = "processing"
+    RETRYING = "retrying"
+    DONE = "done"
+    IGNORED = "ignored"
+    INVALID = "invalid"
+    DEAD = "dead"
+    DUPLICATE = "duplicate"
+
+
+FINAL_STATUSES = frozenset({Status.DONE, Status.IGNORED, Status.INVALID, Status.DEAD, Status.DUPLICATE})
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in Python, zone-less UTC in the database (the same on SQLite and PostgreSQL)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.astimezone(UTC).replace(tzinfo=None) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+metadata = MetaData()
+
+events = Table(
+    "inbox_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("msg_id", String(255), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    # The event type as resolved at intake (or by the API), and the URL path's type, kept so that a
+    # replay can resolve the type again with today's configuration.
+    Column("event_type", String(255)),
+    Column("path_type", String(255)),
+    Column("kind", String(16)),
+    Column("request_id", String(64)),
+    # "<kind>:<request_id>", set on the one event that processes an optimization. A second message
+    # for the same optimization (another svix-id) cannot take it and becomes a duplicate.
+    Column("optimization_key", String(100), unique=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claim_token", String(32)),
+    Column("lease_until", UTCDateTime),
+    Column("next_attempt_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("body", LargeBinary, nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_inbox_events_status_due", "status", "next_attempt_at"),
+    Index("ix_inbox_events_status_id", "status", "id"),
+)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    msg_id: str
+    status: Status
+    event_type: str | None
+    path_type: str | None
+    kind: str | None
+    request_id: str | None
+    attempts: int
+    claim_token: str | None
+    lease_until: datetime | None
+    next_attempt_at: datetime | None
+    last_error: str | None
+    body: bytes
+    headers: dict[str, str]
+    received_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> "StoredEvent":
+        values = dict(row._mapping)
+        values.pop("optimization_key")
+        values["status"] = Status(values["status"])
+        values["headers"] = json.loads(values["headers"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """An authentic delivery, as intake hands it to the inbox."""
+
+    msg_id: str
+    status: Status
+    body: bytes
+    headers: Mapping[str, str]
+    event_type: str | None = None
+    path_type: str | None = None
+    kind: str | None = None
+    request_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Added:
+    """The outcome of `Inbox.add`: the stored row, and whether this call created it."""
+
+    event: StoredEvent
+    created: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on an event until `event.lease_until`."""
+
+    event: StoredEvent
+    token: str
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for DATABASE_URL. SQLite gets WAL with synchronous=FULL: an acknowledged delivery
+    must survive a power cut, and WAL with NORMAL can lose the last commits."""
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        if engine.url.database and engine.url.database != ":memory:":
+            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={defaults.SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.close()
+
+    return engine
+
+
+class Inbox:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    @classmethod
+    def open(cls, url: str) -> "Inbox":
+        inbox = cls(create_db_engine(url))
+        metadata.create_all(inbox.engine)
+        return inbox
+
+    def __repr__(self) -> str:
+        return f"Inbox({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # Intake -----------------------------------------------------------------------------------
+
+    def add(self, delivery: NewDelivery, now: datetime | None = None) -> Added:
+        """Store a delivery unless its msg_id is already stored (an atomic insert-or-ignore).
+
+        Returns the stored row either way, so a redelivery gets the answer the first delivery got.
+        """
+        now = now or utcnow()
+        values = {
+            "msg_id": delivery.msg_id,
+            "status": delivery.status,
+            "event_type": delivery.event_type,
+            "path_type": delivery.path_type,
+            "kind": delivery.kind,
+            "request_id": delivery.request_id,
+            "attempts": 0,
+            "last_error": delivery.error,
+            "body": delivery.body,
+            "headers": json.dumps(dict(delivery.headers), sort_keys=True),
+            "received_at": now,
+            "updated_at": now,
+            # Until a worker claims it, the reconciler leaves a new event to the task enqueued with it.
+            "next_attempt_at": now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS),
+        }
+        statement = self._insert(events).values(**values).on_conflict_do_nothing(index_elements=["msg_id"])
+        with self.engine.begin() as conn:
+            created = conn.execute(statement.returning(events.c.id)).first() is not None
+            row = conn.execute(select(events).where(events.c.msg_id == delivery.msg_id)).one()
+        return Added(StoredEvent.from_row(row), created)
+
+    # Processing -------------------------------------------------------------------------------
+
+    def claim(self, event_id: int, lease_seconds: int, now: datetime | None = None) -> Claim | None:
+        """Take an event for processing, or None when it is not due or another worker holds it.
+
+        One UPDATE with the whole condition in its WHERE clause, so two workers can never both win.
+        """
+        now = now or utcnow()
+        token = uuid.uuid4().hex
+        claimable = or_(
+            events.c.status == Status.RECEIVED,
+            (events.c.status == Status.RETRYING) & (events.c.next_attempt_at <= now),
+            (events.c.status == Status.PROCESSING) & (events.c.lease_until < now),
+        )
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(events)
+                .where(events.c.id == event_id, claimable)
+                .values(
+                    status=Status.PROCESSING,
+                    claim_token=token,
+                    lease_until=now + timedelta(seconds=lease_seconds),
+                    attempts=events.c.attempts + 1,
+                    updated_at=now,
+                )
+            ).rowcount
+            if not claimed:
+                return None
+            row = conn.execute(select(events).where(events.c.id == event_id)).one()
+        return Claim(StoredEvent.from_row(row), token)
+
+    def renew(self, claim: Claim, lease_seconds: int, now: datetime | None = None) -> bool:
+        """Extend a claim's lease; False when the claim is no longer ours."""
+        now = now or utcnow()
+        return self._update_claimed(claim, lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+
+    def reserve_optimization(self, claim: Claim, kind: str, request_id: str, event_type: str) -> bool:
+        """Make this event the one that processes `kind` result `request_id`.
+
+        False when another event already holds that optimization (this one is a duplicate) or the
+        claim is no longer ours. The unique optimization_key makes the check and the write one step.
+        """
+        try:
+            return self._update_claimed(
+                claim, optimization_key=f"{kind}:{request_id}", kind=kind, event_type=event_type
+            )
+        except IntegrityError:
+            return False
+
+    def holder_of(self, kind: str, request_id: str) -> str | None:
+        """The msg_id of the event that holds an optimization, if any."""
+        with self.engine.connect() as conn:
+            return conn.scalar(select(events.c.msg_id).where(events.c.optimization_key == f"{kind}:{request_id}"))
+
+    def finish(self, claim: Claim, status: Status, error: str | None = None, now: datetime | None = None) -> bool:
+        """Record a final status; False (and no change) when the claim is no longer ours."""
+        now = now or utcnow()
+        return self._update_claimed(
+            claim,
+            status=status,
+            last_error=error,
+            claim_token=None,
+            lease_until=None,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+
+    def retry_later(self, claim: Claim, error: str, at: datetime, now: datetime | None = None) -> bool:
+        """Keep the intent to retry in the row, so it survives a lost scheduled task."""
+        now = now or utcnow()
+        return self._update_claimed(
+            claim,
+            status=Status.RETRYING,
+            last_error=error,
+            claim_token=None,
+            lease_until=None,
+            next_attempt_at=at,
+            updated_at=now,
+        )
+
+    def _update_claimed(self, claim: Claim, **values: Any) -> bool:
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    update(events)
+                    .where(events.c.id == claim.event.id, events.c.claim_token == claim.token)
+                    .values(**values)
+                ).rowcount
+            )
+
+    # Reconciling ------------------------------------------------------------------------------
+
+    def due(self, now: datetime | None = None, limit: int = defaults.RECONCILE_BATCH) -> list[int]:
+        """Ids of events the reconciler must enqueue again, oldest first, pushing each one's next
+        look `RECONCILE_AFTER_SECONDS` ahead so a backlog is not enqueued over and over.
+
+        Due are: `received` events not claimed in time (their task was lost, or never enqueued),
+        `retrying` events whose time has come, and `processing` events whose lease ran out.
+        """
+        now = now or utcnow()
+        waiting = events.c.status.in_([Status.RECEIVED, Status.RETRYING]) & (events.c.next_attempt_at <= now)
+        abandoned = (events.c.status == Status.PROCESSING) & (events.c.lease_until < now)
+        with self.engine.begin() as conn:
+            ids = list(
+                conn.scalars(select(events.c.id).where(or_(waiting, abandoned)).order_by(events.c.id).limit(limit))
+            )
+            if ids:
+                later = now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS)
+                conn.execute(
+                    update(events)
+                    .where(events.c.id.in_(ids), events.c.status == Status.RECEIVED)
+                    .values(next_attempt_at=later)
+                )
+        return ids
+
+    # Reading ----------------------------------------------------------------------------------
+
+    def get(self, event_id: int) -> StoredEvent | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(events).where(events.c.id == event_id)).first()
+        return StoredEvent.from_row(row) if row else None
+
+    def by_msg_id(self, msg_id: str) -> StoredEvent | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(events).where(events.c.msg_id == msg_id)).first()
+        return StoredEvent.from_row(row) if row else None
+
+    def latest(self, status: Status | None = None, limit: int = 50) -> list[StoredEvent]:
+        """Stored events, newest first."""
+        query = select(events).order_by(events.c.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(events.c.status == status)
+        with self.engine.connect() as conn:
+            return [StoredEvent.from_row(row) for row in conn.execute(query)]
+
+    def count(self, status: Status | None = None) -> int:
+        query = select(func.count()).select_from(events)
+        if status is not None:
+            query = query.where(events.c.status == status)
+        with self.engine.connect() as conn:
+            return conn.scalar(query) or 0
+
+    def ping(self) -> None:
+        """Raise unless the database answers and the inbox table is there."""
+        with self.engine.connect() as conn:
+            conn.execute(select(events.c.id).limit(1)).all()

@@ -1,0 +1,76 @@
+"""Intake: turn an authentic delivery into the inbox row that records it.
+
+Decides the status a delivery starts in: `received` (to be processed), `ignored` (its type is not an
+OptiPick optimization type) or `invalid` (authentic but unusable: not a JSON object, or no usable
+`request_id`). Pure logic: no I/O, no API call; the request path stays a signature check and one insert.
+"""
+
+import json
+import re
+from collections.abc import Mapping
+
+from event_types import EventType, resolve
+from inbox import NewDelivery, Status
+
+# The svix-id is the inbox key: letters, digits, _ and - only (Svix's ids are msg_ plus base62).
+MESSAGE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+# Wide enough for any id format, narrow enough to keep path and query characters out of API URLs.
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Stored with the body: what identifies and authenticates the delivery, byte for byte.
+KEPT_HEADERS = (
+    "svix-id",
+    "svix-timestamp",
+    "svix-signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+    "user-agent",
+)
+
+
+def message_id(headers: Mapping[str, str]) -> str:
+    """The delivery's id, read the way the svix library reads it: svix-id, else webhook-id."""
+    return headers.get("svix-id") or headers.get("webhook-id") or ""
+
+
+def read_delivery(
+    msg_id: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    path_type: EventType | None,
+    default_type: EventType | None,
+) -> NewDelivery:
+    kept = {name: headers[name] for name in KEPT_HEADERS if headers.get(name)}
+    common = {"msg_id": msg_id, "body": body, "headers": kept, "path_type": str(path_type) if path_type else None}
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return NewDelivery(status=Status.INVALID, error="body is not JSON", **common)
+    if not isinstance(payload, dict):
+        return NewDelivery(status=Status.INVALID, error="body is not a JSON object", **common)
+
+    request_id = payload.get("request_id")
+    usable_id = isinstance(request_id, str) and REQUEST_ID_PATTERN.match(request_id) is not None
+    resolution = resolve(payload, path_type, default_type)
+    if resolution.ignored:
+        # Not ours to process (a test ping, another product's event), whatever else it carries.
+        return NewDelivery(
+            status=Status.IGNORED,
+            event_type=resolution.name,
+            request_id=request_id if usable_id else None,
+            error=f"{resolution.name!r} is not an OptiPick optimization event type",
+            **common,
+        )
+    if not usable_id:
+        error = "no request_id" if request_id is None else "request_id is not a usable id"
+        return NewDelivery(status=Status.INVALID, error=error, **common)
+
+    event_type = resolution.event_type
+    return NewDelivery(
+        status=Status.RECEIVED,
+        event_type=str(event_type) if event_type else None,
+        kind=event_type.kind if event_type else None,
+        request_id=request_id,
+        **common,
+    )

@@ -1,0 +1,42 @@
+"""The long-lived parts of the service, built from Settings in one place and shared by the web app,
+the embedded consumer and the CLI."""
+
+from dataclasses import dataclass
+
+from config import Settings
+from handlers import Registry, build_registry
+from inbox import Inbox
+from optipick_client import OptiPickClient
+from processing import Processor, RetryPolicy
+from work_queue import WorkQueue, create_huey
+
+
+@dataclass
+class Services:
+    settings: Settings
+    inbox: Inbox
+    queue: WorkQueue
+    client: OptiPickClient
+    registry: Registry
+    processor: Processor
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Services":
+        inbox = Inbox.open(settings.database_url)
+        queue = WorkQueue(create_huey(settings.queue_url))
+        client = OptiPickClient(settings.optipick_api_url, settings.optipick_api_key)
+        registry = build_registry(settings)
+        processor = Processor(
+            inbox,
+            client,
+            registry,
+            queue.enqueue,
+            policy=RetryPolicy(max_attempts=settings.max_attempts),
+            lease_seconds=settings.lease_seconds,
+        )
+        queue.attach(processor)
+        return cls(settings, inbox, queue, client, registry, processor)
+
+    def close(self) -> None:
+        self.client.close()
+        self.inbox.engine.dispose()

@@ -1,0 +1,142 @@
+"""The web side: `POST /webhook` verifies, stores and acknowledges; `GET /healthz` says whether it can.
+
+The request path never calls the OptiPick API. Order of work, cheapest rejection first:
+method (405) → size (413) → content type (415) → signature (401) → id and payload checks (400)
+→ durable insert (503 when it fails) → enqueue (best effort) → 2xx.
+A 2xx is sent only once the delivery is committed to the inbox, or was already there.
+"""
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException, NotFound
+
+import defaults
+from config import Settings, load_settings
+from event_types import EventType
+from inbox import Status
+from intake import MESSAGE_ID_PATTERN, message_id, read_delivery
+from services import Services
+from signatures import InvalidSignature, SignatureVerifier
+
+log = logging.getLogger("webhook")
+
+# Tells hosted Svix to stop retrying a message that can never succeed. ("disable" would switch the
+# whole endpoint off, and is never sent.)
+ABORT_HEADERS = {"webhook-delivery": "abort-message"}
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    """Build the web app from `settings` (read from the environment when omitted).
+
+    Pass `services` to share the inbox and queue with an embedded consumer.
+    """
+    if services is None:
+        services = Services.build(settings or load_settings())
+    settings = services.settings
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["optipick"] = services
+    app.extensions["optipick.verifier"] = SignatureVerifier(settings.webhook_secrets)
+    app.url_map.strict_slashes = False  # /webhook/ must not answer with a redirect
+
+    app.add_url_rule("/webhook", view_func=receive, methods=["POST"], defaults={"path_type": None})
+    app.add_url_rule("/webhook/<path:path_type>", view_func=receive, methods=["POST"])
+    app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(Exception, unexpected_error)
+    return app
+
+
+def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Response, int, dict[str, str]]:
+    started = time.perf_counter()
+    services: Services = current_app.extensions["optipick"]
+    verifier: SignatureVerifier = current_app.extensions["optipick.verifier"]
+
+    if request.content_length is not None and request.content_length > services.settings.max_body_bytes:
+        return error(413, "payload too large")
+    if not request.is_json:
+        return error(415, "content type must be application/json")
+    path_event_type = None
+    if path_type is not None:
+        path_event_type = EventType.parse(path_type)
+        if path_event_type is None:
+            raise NotFound()
+    body = request.get_data(cache=True)  # raises 413 for a chunked body over the limit
+
+    try:
+        verifier.verify(body, request.headers)
+    except InvalidSignature as exc:
+        log.warning(
+            "rejected delivery %s from %s: %s", _loggable(message_id(request.headers)), request.remote_addr, exc
+        )
+        return error(401, "invalid signature")
+
+    msg_id = message_id(request.headers)
+    if not MESSAGE_ID_PATTERN.match(msg_id):
+        log.warning("rejected signed delivery %s: the message id is not a usable key", _loggable(msg_id))
+        return error(400, "unusable message id", headers=ABORT_HEADERS)
+
+    delivery = read_delivery(msg_id, body, request.headers, path_event_type, services.settings.default_event_type)
+    try:
+        added = services.inbox.add(delivery)
+    except SQLAlchemyError as exc:
+        log.error("could not store delivery %s, answering 503: %s", msg_id, type(exc).__name__)
+        return error(503, "cannot store the delivery now", headers={"Retry-After": str(defaults.RETRY_AFTER_ON_503)})
+
+    stored = added.event
+    if added.created and stored.status is Status.RECEIVED:
+        try:
+            services.queue.enqueue(stored.id)
+        except Exception as exc:  # the row is committed; the reconciler will enqueue it
+            log.warning("stored %s but could not enqueue it (%s); the reconciler will", msg_id, type(exc).__name__)
+
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    log.info(
+        "%s %s: %s, type %s, request %s (%.1f ms)",
+        "accepted" if added.created else "redelivered",
+        msg_id,
+        stored.status,
+        stored.event_type or "unknown yet",
+        stored.request_id,
+        elapsed_ms,
+    )
+    if stored.status is Status.INVALID:
+        return error(400, stored.last_error or "invalid payload", headers=ABORT_HEADERS)
+    return jsonify(status=str(stored.status) if added.created else "duplicate"), 200
+
+
+def healthz() -> tuple[Response, int]:
+    services: Services = current_app.extensions["optipick"]
+    try:
+        services.inbox.ping()
+    except SQLAlchemyError as exc:
+        log.error("health check failed: the inbox database is unusable (%s)", type(exc).__name__)
+        return jsonify(status="unavailable"), 503
+    return jsonify(status="ok"), 200
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> tuple[Response, int, dict[str, str]]:
+    return jsonify(error=message), status, headers or {}
+
+
+def http_error(exc: HTTPException) -> Response:
+    """Flask's own errors (404, 405, 413) as short JSON, keeping their headers (Allow on a 405)."""
+    response = exc.get_response()
+    response.set_data(jsonify(error=(exc.name or "error").lower()).get_data())
+    response.content_type = "application/json"
+    return response
+
+
+def unexpected_error(exc: Exception) -> tuple[Response, int]:
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return jsonify(error="internal error"), 500
+
+
+def _loggable(value: Any) -> str:
+    """An attacker-controlled value, cut short and quoted, for a log line."""
+    return repr(str(value)[:80])
