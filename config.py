@@ -80,6 +80,14 @@ def load_settings(
     )
 
 
+def configure_logging(level: str) -> None:
+    """One log format for every entry point (python main.py, the worker, gunicorn)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # Huey logs every task start and finish at INFO; the processor logs each outcome already.
+        logging.getLogger("huey").setLevel(logging.WARNING)
+
+
 def split_list(value: str) -> list[str]:
     return [item for item in re.split(r"[\s,]+", value) if item]
 

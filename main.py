@@ -9,24 +9,21 @@ import json
 import logging
 import sys
 import threading
+import uuid
+from datetime import UTC, datetime
 
 import click
+import requests
+from svix.webhooks import Webhook
 from werkzeug.serving import make_server
 
-from config import Settings, load_settings
+from config import Settings, configure_logging, load_settings
 from errors import ConfigError
 from inbox import Status, StoredEvent
 from services import Services
 from webapp import create_app
 
 log = logging.getLogger("main")
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    if level != "DEBUG":
-        # Huey logs every task start and finish at INFO; the processor logs each outcome already.
-        logging.getLogger("huey").setLevel(logging.WARNING)
 
 
 def settings_or_exit() -> Settings:
@@ -128,6 +125,49 @@ def event_summary(event: StoredEvent) -> dict[str, object]:
         "updated_at": event.updated_at.isoformat(timespec="seconds"),
         "next_attempt_at": event.next_attempt_at.isoformat(timespec="seconds") if event.next_attempt_at else None,
     }
+
+
+# What each answer to a test delivery means, for the person who sent it.
+SEND_TEST_MEANINGS = {
+    200: "accepted: stored and queued (watch the receiver's log for the summary)",
+    400: "signed correctly, but the payload is unusable (stored as invalid)",
+    401: "signature rejected: the secret differs from the receiver's WEBHOOK_SECRET, or a clock is off by over 5 min",
+    404: "no such path on the receiver: use /webhook, /webhook/route, /webhook/cluster or /webhook/<event type>",
+    413: "payload too large",
+    415: "not sent as application/json",
+    503: "the receiver could not store it; Svix would retry",
+}
+EXAMPLE_ROUTE_REQUEST_ID = "67d3f1a95e593173d0a1b2c4"  # the example result optipick_standin.py serves
+
+
+@cli.command("send-test")
+@click.option("--url", help="Where to send it. Default: http://HOST:PORT/webhook of this configuration.")
+@click.option("--type", "event_type", default="route.optimized", show_default=True, help="The payload's type.")
+@click.option("--request-id", default=EXAMPLE_ROUTE_REQUEST_ID, show_default=True, help="The payload's request_id.")
+@click.option("--secret", help="Sign with this secret instead of WEBHOOK_SECRET.")
+def send_test(url: str | None, event_type: str, request_id: str, secret: str | None) -> None:
+    """Sign a test delivery exactly as Svix would and POST it to the receiver."""
+    settings = settings_or_exit()
+    url = url or f"http://{settings.host}:{settings.port}/webhook"
+    secret = secret or settings.webhook_secrets[0]
+    msg_id = f"msg_test_{uuid.uuid4().hex}"
+    now = datetime.now(UTC)
+    body = json.dumps({"type": event_type, "request_id": request_id})
+    headers = {
+        "content-type": "application/json",
+        "svix-id": msg_id,
+        "svix-timestamp": str(int(now.timestamp())),
+        "svix-signature": Webhook(secret).sign(msg_id, now, body),
+    }
+    try:
+        response = requests.post(url, data=body, headers=headers, timeout=15, allow_redirects=False)
+    except requests.RequestException as exc:
+        click.echo(f"could not reach {url}: {type(exc).__name__} (is `python main.py` running?)", err=True)
+        sys.exit(1)
+    meaning = SEND_TEST_MEANINGS.get(response.status_code, "unexpected answer")
+    click.echo(f"sent {msg_id} ({event_type}, request {request_id}) to {url}")
+    click.echo(f"{response.status_code}: {meaning}")
+    sys.exit(0 if response.ok else 1)
 
 
 def _cell(value: object) -> str:

@@ -2,18 +2,20 @@
 without an OptiPick account.
 
 It answers `GET /optimize/{route|cluster}/{request_id}` like the real API: 403 without the right
-X-API-KEY, the stored result with 200, 404 for an id it does not know. Results are built from the
-example documents in fixtures/. It counts every fetch, can answer slowly, and can be told to fail a
-given number of times first (any status, headers and body), to exercise the worker's retries.
+X-API-KEY (or without any key, when started without one), the stored result with 200, 404 for an id
+it does not know. Results are built from the example documents in fixtures/. It counts every fetch,
+can answer slowly, and can be told to fail a given number of times first (any status, headers and
+body), to exercise the worker's retries. `python optipick_standin.py` runs it on its own.
 """
 
+import argparse
 import copy
 import json
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,8 @@ def example_result(kind: str, request_id: str) -> dict[str, Any]:
 
 
 class StandInApi:
-    def __init__(self, api_key: str, *, delay: float = 0.0) -> None:
-        self.api_key = api_key
+    def __init__(self, api_key: str | None, *, delay: float = 0.0) -> None:
+        self.api_key = api_key  # None: any key is accepted
         self.delay = delay  # seconds before every answer
         self.fetches: Counter[tuple[str, str]] = Counter()  # (kind, request_id) -> GETs received
         self.url = ""  # set by serve()
@@ -64,7 +66,8 @@ class StandInApi:
         parts = request.path.strip("/").split("/")
         if request.method != "GET" or len(parts) != 3 or parts[0] != "optimize" or parts[1] not in KINDS:
             return _json(404, {"detail": "Not Found"})
-        if request.headers.get("X-API-KEY") != self.api_key:
+        given = request.headers.get("X-API-KEY")
+        if not given or (self.api_key is not None and given != self.api_key):
             return _json(403, {"message": "Forbidden"})
         key = (parts[1], parts[2])
         with self._lock:
@@ -98,3 +101,24 @@ class StandInApi:
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     text = body if isinstance(body, str | bytes) else json.dumps(body)
     return Response(text, status=status, headers=headers or {}, content_type="application/json")
+
+
+def main() -> None:
+    """Run the stand-in on its own, serving the two example results, until Ctrl+C."""
+    parser = argparse.ArgumentParser(description="A local stand-in for the OptiPick API.")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", default=None, help="Accept only this X-API-KEY (default: any).")
+    args = parser.parse_args()
+    standin = StandInApi(args.api_key)
+    for kind in KINDS:
+        request_id = json.loads((FIXTURES / f"{kind}-result.json").read_text())["request_id"]
+        standin.add_result(kind, request_id)
+        print(f"serving the example {kind} result as request id {request_id}")
+    with standin.serve(port=args.port):
+        print(f"stand-in OptiPick API on {standin.url} (Ctrl+C to stop)")
+        with suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

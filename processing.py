@@ -123,7 +123,7 @@ class Processor:
         outcome = f"optimization failed: {result.error}" if result.error is not None else None
         status = self._finish(claim, Status.DONE, outcome, clock)
         if status is Status.DONE:
-            log.info("%s: done (%s %s, %d handlers)", stored.msg_id, event.type, request_id, handled)
+            log.info("%s: done (%s %s, %d handler(s))", stored.msg_id, event.type, request_id, handled)
         return status
 
     def _finish(self, claim: Claim, status: Status, error: str | None, clock: Callable[[], datetime]) -> Status | None:
@@ -131,7 +131,7 @@ class Processor:
             log.warning("%s: lost its claim before it could be marked %s", claim.event.msg_id, status)
             return None
         if status is Status.DEAD:
-            log.error("%s: dead after %d attempts: %s", claim.event.msg_id, claim.event.attempts, error)
+            log.error("%s: dead after attempt %d: %s", claim.event.msg_id, claim.event.attempts, error)
         elif status is Status.DUPLICATE:
             log.info("%s: duplicate: %s", claim.event.msg_id, error)
         return status

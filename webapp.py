@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, NotFound
 
 import defaults
-from config import Settings, load_settings
+from config import Settings, configure_logging, load_settings
 from event_types import EventType
 from inbox import Status
 from intake import MESSAGE_ID_PATTERN, message_id, read_delivery
@@ -32,10 +32,13 @@ ABORT_HEADERS = {"webhook-delivery": "abort-message"}
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     """Build the web app from `settings` (read from the environment when omitted).
 
-    Pass `services` to share the inbox and queue with an embedded consumer.
+    Pass `services` to share the inbox and queue with an embedded consumer. Under a WSGI server
+    (`gunicorn 'webapp:create_app()'`) it reads the settings and sets up logging itself.
     """
     if services is None:
-        services = Services.build(settings or load_settings())
+        settings = settings or load_settings()
+        configure_logging(settings.log_level)
+        services = Services.build(settings)
     settings = services.settings
 
     app = Flask(__name__)

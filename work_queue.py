@@ -63,7 +63,9 @@ class WorkQueue:
         return self.huey.pending_count()
 
     def consumer(self, workers: int, periodic: bool = True) -> Consumer:
-        return self.huey.create_consumer(workers=workers, worker_type="thread", periodic=periodic)
+        # An idle worker polls at most once a second (Huey's default backs off to 10 s), so the
+        # first delivery after a quiet spell is not left waiting.
+        return self.huey.create_consumer(workers=workers, worker_type="thread", periodic=periodic, max_delay=1.0)
 
     def _run_process(self, event_id: int) -> None:
         assert self._worker is not None, "WorkQueue.attach() was not called in this process"

@@ -1,0 +1,19 @@
+"""The whole flow in one process: a signed delivery in, the result fetched and handed to the handlers."""
+
+import json
+
+from conftest import ROUTE_ID, drain
+
+from inbox import Status
+
+
+def test_signed_delivery_is_fetched_and_written_once(sender, services, api, settings):
+    """A route delivery is stored, processed by the queue, fetched once and written to the results folder."""
+    response = sender.send({"request_id": ROUTE_ID}, path="/webhook/route")
+    assert response.status_code == 200
+    assert drain(services) == 1
+    [event] = services.inbox.latest()
+    assert event.status is Status.DONE
+    assert api.fetches[("route", ROUTE_ID)] == 1
+    written = json.loads((settings.results_dir / "route" / f"{ROUTE_ID}.json").read_text())
+    assert written["request_id"] == ROUTE_ID
