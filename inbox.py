@@ -43,7 +43,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.types import TypeDecorator
 
 import defaults
@@ -198,8 +198,14 @@ class Inbox:
 
     @classmethod
     def open(cls, url: str) -> "Inbox":
+        """Connect and create the tables that are missing."""
         inbox = cls(create_db_engine(url))
-        metadata.create_all(inbox.engine)
+        try:
+            metadata.create_all(inbox.engine)
+        except OperationalError:
+            # Several processes starting at once (gunicorn's workers) can race between "is the table
+            # there?" and "create it"; the loser finds it there on a second look.
+            metadata.create_all(inbox.engine)
         return inbox
 
     def __repr__(self) -> str:
@@ -274,14 +280,26 @@ class Inbox:
     def reserve_optimization(self, claim: Claim, kind: str, request_id: str, event_type: str) -> bool:
         """Make this event the one that processes `kind` result `request_id`.
 
-        False when another event already holds that optimization (this one is a duplicate) or the
-        claim is no longer ours. The unique optimization_key makes the check and the write one step.
+        False when another live event already holds that optimization (this one is a duplicate) or
+        the claim is no longer ours. The unique optimization_key makes the check and the write one
+        step. A `dead` holder gives the optimization up, so a later message for it gets its chance.
         """
+        key = f"{kind}:{request_id}"
         try:
-            return self._update_claimed(
-                claim, optimization_key=f"{kind}:{request_id}", kind=kind, event_type=event_type
-            )
+            return self._update_claimed(claim, optimization_key=key, kind=kind, event_type=event_type)
         except IntegrityError:
+            pass
+        with self.engine.begin() as conn:
+            released = conn.execute(
+                update(events)
+                .where(events.c.optimization_key == key, events.c.status == Status.DEAD)
+                .values(optimization_key=None)
+            ).rowcount
+        if not released:
+            return False
+        try:
+            return self._update_claimed(claim, optimization_key=key, kind=kind, event_type=event_type)
+        except IntegrityError:  # another message took it first
             return False
 
     def holder_of(self, kind: str, request_id: str) -> str | None:

@@ -88,13 +88,16 @@ class StandInApi:
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> Iterator["StandInApi"]:
         """Serve on a free loopback port (or `port`) for the duration of the block; `url` is set."""
         server = make_server(host, port, self, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, name="standin-api", daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="standin-api", daemon=True
+        )
         thread.start()
         self.url = f"http://{host}:{server.port}"
         try:
             yield self
         finally:
             server.shutdown()
+            server.server_close()
             thread.join()
 
 

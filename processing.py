@@ -140,7 +140,9 @@ class Processor:
         attempts = claim.event.attempts
         if attempts >= self.policy.max_attempts:
             return self._finish(claim, Status.DEAD, f"{error}; gave up after {attempts} attempts", clock)
-        delay = max(float(self.policy.delay_after(attempts)), at_least)
+        # The API's Retry-After counts, but no more than the longest backoff: an absurd value must
+        # neither overflow the clock nor park an acknowledged event for years.
+        delay = max(float(self.policy.delay_after(attempts)), min(at_least, float(max(self.policy.delays))))
         if not self.inbox.retry_later(claim, error, clock() + timedelta(seconds=delay), clock()):
             log.warning("%s: lost its claim before its retry could be recorded", claim.event.msg_id)
             return None

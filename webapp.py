@@ -42,10 +42,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = services.settings
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # One byte over the limit, so a chunked body (no Content-Length) that is too large is read far
+    # enough to tell: werkzeug stops reading a chunked body at the limit without raising 413.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     app.extensions["optipick"] = services
     app.extensions["optipick.verifier"] = SignatureVerifier(settings.webhook_secrets)
-    app.url_map.strict_slashes = False  # /webhook/ must not answer with a redirect
+    # Never answer a webhook with a redirect (Svix counts a 3xx as a failure): no redirect to add
+    # or merge slashes.
+    app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False
 
     app.add_url_rule("/webhook", view_func=receive, methods=["POST"], defaults={"path_type": None})
     app.add_url_rule("/webhook/<path:path_type>", view_func=receive, methods=["POST"])
@@ -66,10 +71,12 @@ def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Re
         return error(415, "content type must be application/json")
     path_event_type = None
     if path_type is not None:
-        path_event_type = EventType.parse(path_type)
+        path_event_type = EventType.parse(path_type.strip("/"))
         if path_event_type is None:
             raise NotFound()
-    body = request.get_data(cache=True)  # raises 413 for a chunked body over the limit
+    body = request.get_data(cache=True)
+    if len(body) > services.settings.max_body_bytes:  # a chunked body: its size is known only now
+        return error(413, "payload too large")
 
     try:
         verifier.verify(body, request.headers)
