@@ -17,3 +17,10 @@ def test_signed_delivery_is_fetched_and_written_once(sender, services, api, sett
     assert api.fetches[("route", ROUTE_ID)] == 1
     written = json.loads((settings.results_dir / "route" / f"{ROUTE_ID}.json").read_text())
     assert written["request_id"] == ROUTE_ID
+
+
+def test_sqlite_inbox_runs_in_wal_mode_with_full_sync(services):
+    """The SQLite inbox commits durably: WAL journal and synchronous=FULL on every connection."""
+    with services.inbox.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
