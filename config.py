@@ -45,6 +45,7 @@ class Settings:
     max_attempts: int = defaults.MAX_ATTEMPTS
     worker_threads: int = defaults.WORKER_THREADS
     lease_seconds: int = defaults.LEASE_SECONDS
+    shutdown_grace: int = defaults.SHUTDOWN_GRACE_SECONDS
     handler_modules: tuple[str, ...] = ()
 
 
@@ -76,6 +77,9 @@ def load_settings(
         max_attempts=parse_int("MAX_ATTEMPTS", get("MAX_ATTEMPTS"), defaults.MAX_ATTEMPTS, minimum=1),
         worker_threads=parse_int("WORKER_THREADS", get("WORKER_THREADS"), defaults.WORKER_THREADS, minimum=1),
         lease_seconds=parse_int("LEASE_SECONDS", get("LEASE_SECONDS"), defaults.LEASE_SECONDS, minimum=1),
+        shutdown_grace=parse_int(
+            "SHUTDOWN_GRACE_SECONDS", get("SHUTDOWN_GRACE_SECONDS"), defaults.SHUTDOWN_GRACE_SECONDS, minimum=0
+        ),
         handler_modules=tuple(split_list(get("HANDLER_MODULES") or "")),
     )
 

@@ -34,6 +34,11 @@ WORKER_THREADS = 4
 # A worker that dies leaves its event to the reconciler once the lease has run out.
 LEASE_SECONDS = 60
 
+# Seconds a stopping worker waits for its running tasks before it gives them back (SIGINT/SIGTERM).
+# Process managers must allow a little more before they kill (systemd TimeoutStopSec, Docker's
+# stop grace period).
+SHUTDOWN_GRACE_SECONDS = 30
+
 # Seconds (connect, read) for every OptiPick API call; every outbound call has a timeout.
 API_TIMEOUT = (5.0, 15.0)
 

@@ -11,13 +11,15 @@ task), so every decision is taken here, with single-statement compare-and-set up
 
 Status flow: received → processing → done | retrying (→ processing …) | dead | duplicate.
 Set at intake: received, ignored (not an OptiPick optimization type), invalid (authentic but unusable).
+Every worker-side change also appends a row to `inbox_history` (claimed, done, retrying, dead,
+duplicate, released, replayed), in the same transaction, so `python main.py show` can tell the story.
 Times are UTC, taken from the caller's clock (`now=`), stored without a zone.
 """
 
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -26,8 +28,10 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     Engine,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -36,8 +40,10 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     func,
+    insert,
     or_,
     select,
     update,
@@ -47,6 +53,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.types import TypeDecorator
 
 import defaults
+from errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,9 @@ class Status(StrEnum):
 
 
 FINAL_STATUSES = frozenset({Status.DONE, Status.IGNORED, Status.INVALID, Status.DEAD, Status.DUPLICATE})
+
+# The version of the tables below. Raise it with any change to them, together with the upgrade.
+SCHEMA_VERSION = 1
 
 
 class UTCDateTime(TypeDecorator):
@@ -100,12 +110,32 @@ events = Table(
     Column("lease_until", UTCDateTime),
     Column("next_attempt_at", UTCDateTime),
     Column("last_error", Text),
+    Column("result_summary", Text),  # the console summary of the fetched result, once done
     Column("body", LargeBinary, nullable=False),
     Column("headers", Text, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_inbox_events_status_due", "status", "next_attempt_at"),
     Index("ix_inbox_events_status_id", "status", "id"),
+    Index("ix_inbox_events_received_at", "received_at"),
+)
+
+history = Table(
+    "inbox_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", Integer, ForeignKey("inbox_events.id"), nullable=False, index=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("attempt", Integer),
+    Column("error", Text),
+)
+
+schema_info = Table(
+    "inbox_schema",
+    metadata,
+    Column("id", Integer, primary_key=True),  # always 1: one row
+    Column("version", Integer, nullable=False),
 )
 
 
@@ -123,6 +153,7 @@ class StoredEvent:
     lease_until: datetime | None
     next_attempt_at: datetime | None
     last_error: str | None
+    result_summary: str | None
     body: bytes
     headers: dict[str, str]
     received_at: datetime
@@ -135,6 +166,14 @@ class StoredEvent:
         values["status"] = Status(values["status"])
         values["headers"] = json.loads(values["headers"])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: datetime
+    action: str
+    attempt: int | None
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -198,15 +237,32 @@ class Inbox:
 
     @classmethod
     def open(cls, url: str) -> "Inbox":
-        """Connect and create the tables that are missing."""
+        """Connect, create the tables on first use, and refuse a database of another schema version."""
         inbox = cls(create_db_engine(url))
         try:
             metadata.create_all(inbox.engine)
-        except OperationalError:
+        except (OperationalError, IntegrityError):
             # Several processes starting at once (gunicorn's workers) can race between "is the table
             # there?" and "create it"; the loser finds it there on a second look.
             metadata.create_all(inbox.engine)
+        inbox.check_schema()
         return inbox
+
+    def check_schema(self) -> None:
+        """Record the schema version in a new database; raise ConfigError when it differs."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert(schema_info)
+                .values(id=1, version=SCHEMA_VERSION)
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            version = conn.scalar(select(schema_info.c.version).where(schema_info.c.id == 1))
+        if version != SCHEMA_VERSION:
+            raise ConfigError(
+                f"DATABASE_URL holds an inbox of schema version {version}, but this version of "
+                f"optipick-webhooks needs version {SCHEMA_VERSION}: run the matching release, or point "
+                "DATABASE_URL at a new database"
+            )
 
     def __repr__(self) -> str:
         return f"Inbox({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -269,8 +325,9 @@ class Inbox:
             ).rowcount
             if not claimed:
                 return None
-            row = conn.execute(select(events).where(events.c.id == event_id)).one()
-        return Claim(StoredEvent.from_row(row), token)
+            event = StoredEvent.from_row(conn.execute(select(events).where(events.c.id == event_id)).one())
+            self._record(conn, event_id, now, "claimed", event.attempts)
+        return Claim(event, token)
 
     def renew(self, claim: Claim, lease_seconds: int, now: datetime | None = None) -> bool:
         """Extend a claim's lease; False when the claim is no longer ours."""
@@ -307,13 +364,22 @@ class Inbox:
         with self.engine.connect() as conn:
             return conn.scalar(select(events.c.msg_id).where(events.c.optimization_key == f"{kind}:{request_id}"))
 
-    def finish(self, claim: Claim, status: Status, error: str | None = None, now: datetime | None = None) -> bool:
+    def finish(
+        self,
+        claim: Claim,
+        status: Status,
+        error: str | None = None,
+        now: datetime | None = None,
+        summary: str | None = None,
+    ) -> bool:
         """Record a final status; False (and no change) when the claim is no longer ours."""
         now = now or utcnow()
         return self._update_claimed(
             claim,
+            record=(now, str(status), error),
             status=status,
             last_error=error,
+            result_summary=summary,
             claim_token=None,
             lease_until=None,
             next_attempt_at=None,
@@ -325,6 +391,7 @@ class Inbox:
         now = now or utcnow()
         return self._update_claimed(
             claim,
+            record=(now, Status.RETRYING.value, error),
             status=Status.RETRYING,
             last_error=error,
             claim_token=None,
@@ -333,15 +400,40 @@ class Inbox:
             updated_at=now,
         )
 
-    def _update_claimed(self, claim: Claim, **values: Any) -> bool:
+    def release(self, claim: Claim, now: datetime | None = None) -> bool:
+        """Give back an event a stopping worker could not finish: due at once, attempt not counted."""
+        now = now or utcnow()
+        return self._update_claimed(
+            claim,
+            record=(now, "released", "the worker stopped before the attempt finished"),
+            status=Status.RETRYING,
+            attempts=events.c.attempts - 1,
+            claim_token=None,
+            lease_until=None,
+            next_attempt_at=now,
+            updated_at=now,
+        )
+
+    def _update_claimed(
+        self, claim: Claim, record: tuple[datetime, str, str | None] | None = None, **values: Any
+    ) -> bool:
+        """Apply `values` only while the claim is still ours, appending `record` to the history if so."""
         with self.engine.begin() as conn:
-            return bool(
-                conn.execute(
-                    update(events)
-                    .where(events.c.id == claim.event.id, events.c.claim_token == claim.token)
-                    .values(**values)
-                ).rowcount
-            )
+            updated = conn.execute(
+                update(events)
+                .where(events.c.id == claim.event.id, events.c.claim_token == claim.token)
+                .values(**values)
+            ).rowcount
+            if updated and record is not None:
+                at, action, error = record
+                self._record(conn, claim.event.id, at, action, claim.event.attempts, error)
+        return bool(updated)
+
+    @staticmethod
+    def _record(
+        conn: Connection, event_id: int, at: datetime, action: str, attempt: int | None = None, error: str | None = None
+    ) -> None:
+        conn.execute(insert(history).values(event_id=event_id, at=at, action=action, attempt=attempt, error=error))
 
     # Reconciling ------------------------------------------------------------------------------
 
@@ -351,14 +443,21 @@ class Inbox:
 
         Due are: `received` events not claimed in time (their task was lost, or never enqueued),
         `retrying` events whose time has come, and `processing` events whose lease ran out.
+        Rows another reconciler is looking at are skipped (FOR UPDATE SKIP LOCKED on PostgreSQL;
+        SQLite runs one writer at a time anyway), so reconcilers may run side by side.
         """
         now = now or utcnow()
         waiting = events.c.status.in_([Status.RECEIVED, Status.RETRYING]) & (events.c.next_attempt_at <= now)
         abandoned = (events.c.status == Status.PROCESSING) & (events.c.lease_until < now)
+        query = (
+            select(events.c.id)
+            .where(or_(waiting, abandoned))
+            .order_by(events.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         with self.engine.begin() as conn:
-            ids = list(
-                conn.scalars(select(events.c.id).where(or_(waiting, abandoned)).order_by(events.c.id).limit(limit))
-            )
+            ids = list(conn.scalars(query))
             if ids:
                 later = now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS)
                 conn.execute(
@@ -367,6 +466,71 @@ class Inbox:
                     .values(next_attempt_at=later)
                 )
         return ids
+
+    # Operating --------------------------------------------------------------------------------
+
+    def replay(self, event_id: int, delivery: NewDelivery, now: datetime | None = None) -> bool:
+        """Put a stored event back to be processed, with its type and status resolved again
+        (`delivery`, from intake with today's configuration). A fresh start: attempts from zero.
+
+        False when a worker holds the event right now (its lease has not run out).
+        """
+        now = now or utcnow()
+        held = (events.c.status == Status.PROCESSING) & (events.c.lease_until >= now)
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                update(events)
+                .where(events.c.id == event_id, ~held)
+                .values(
+                    status=delivery.status,
+                    event_type=delivery.event_type,
+                    kind=delivery.kind,
+                    request_id=delivery.request_id,
+                    last_error=delivery.error,
+                    attempts=0,
+                    claim_token=None,
+                    lease_until=None,
+                    next_attempt_at=now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS)
+                    if delivery.status is Status.RECEIVED
+                    else None,
+                    updated_at=now,
+                )
+            ).rowcount
+            if updated:
+                self._record(conn, event_id, now, "replayed", None, f"replayed as {delivery.status}")
+        return bool(updated)
+
+    def find(
+        self,
+        since: datetime,
+        until: datetime | None = None,
+        statuses: Sequence[Status] = (),
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events received in [since, until), oldest first, optionally only in these statuses."""
+        query = select(events).where(events.c.received_at >= since).order_by(events.c.id)
+        if until is not None:
+            query = query.where(events.c.received_at < until)
+        if statuses:
+            query = query.where(events.c.status.in_(list(statuses)))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [StoredEvent.from_row(row) for row in conn.execute(query)]
+
+    def prune(self, before: datetime, statuses: Sequence[Status]) -> int:
+        """Delete events in these statuses received before `before`, with their history."""
+        doomed = select(events.c.id).where(events.c.received_at < before, events.c.status.in_(list(statuses)))
+        with self.engine.begin() as conn:
+            conn.execute(delete(history).where(history.c.event_id.in_(doomed)))
+            return conn.execute(
+                delete(events).where(events.c.received_at < before, events.c.status.in_(list(statuses)))
+            ).rowcount
+
+    def history_of(self, event_id: int) -> list[HistoryEntry]:
+        query = select(history).where(history.c.event_id == event_id).order_by(history.c.id)
+        with self.engine.connect() as conn:
+            return [HistoryEntry(row.at, row.action, row.attempt, row.error) for row in conn.execute(query)]
 
     # Reading ----------------------------------------------------------------------------------
 

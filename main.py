@@ -8,7 +8,6 @@ python main.py events [...]    stored events, newest first
 import json
 import logging
 import sys
-import threading
 import uuid
 from datetime import UTC, datetime
 
@@ -20,6 +19,7 @@ from werkzeug.serving import make_server
 from config import Settings, configure_logging, load_settings
 from errors import ConfigError
 from inbox import Status, StoredEvent
+from lifecycle import run_until_stopped
 from services import Services
 from webapp import create_app
 
@@ -57,14 +57,10 @@ def serve() -> None:
     """Serve POST /webhook and process deliveries in the same process."""
     settings = settings_or_exit()
     services = services_or_exit(settings)
-    app = create_app(services=services)
-    server = make_server(settings.host, settings.port, app, threaded=True)
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    log.info("listening on http://%s:%d/webhook", settings.host, server.port)
+    server = make_server(settings.host, settings.port, create_app(services=services), threaded=True)
     try:
-        run_consumer(services)
+        run_until_stopped(services, server)
     finally:
-        server.shutdown()
         services.close()
 
 
@@ -74,17 +70,9 @@ def worker() -> None:
     settings = settings_or_exit()
     services = services_or_exit(settings)
     try:
-        run_consumer(services)
+        run_until_stopped(services)
     finally:
         services.close()
-
-
-def run_consumer(services: Services) -> None:
-    """Run a Huey consumer until SIGINT (finish running tasks) or SIGTERM (stop now)."""
-    # Pick up at once whatever a stopped process left: the reconciler otherwise runs once a minute.
-    services.queue.reconcile_now()
-    consumer = services.queue.consumer(workers=services.settings.worker_threads)
-    consumer.run()
 
 
 @cli.command()

@@ -7,6 +7,7 @@ back into the queue whatever the inbox says is due, because the queue itself can
 """
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta
 import defaults
 from errors import AuthenticationError, HandlerError, OptiPickError, RateLimited, ResultNotFound
 from event_types import EventType, Kind
+from handlers.console import summary
 from handlers.registry import Event, Registry
 from inbox import Claim, Inbox, Status, utcnow
 from optipick_client import OptiPickClient
@@ -52,6 +54,10 @@ class Processor:
         self.enqueue = enqueue
         self.policy = policy
         self.lease_seconds = lease_seconds
+        # Claims being worked on in this process, so a stopping worker can give back what it could
+        # not finish instead of leaving it locked until the lease runs out.
+        self._active: dict[str, Claim] = {}
+        self._active_lock = threading.Lock()
 
     def process(self, event_id: int, now: datetime | None = None) -> Status | None:
         """Process one event if it is due and nobody else holds it; return the status it was left in
@@ -61,6 +67,25 @@ class Processor:
         if claim is None:
             log.debug("event %s is not due or is held by another worker", event_id)
             return None
+        with self._active_lock:
+            self._active[claim.token] = claim
+        try:
+            return self._process_claimed(claim, clock)
+        finally:
+            with self._active_lock:
+                self._active.pop(claim.token, None)
+
+    def release_active(self, now: datetime | None = None) -> int:
+        """Give back every event this process is still working on (at shutdown, after the grace
+        period); each becomes due at once for the next worker. Returns how many were given back."""
+        with self._active_lock:
+            claims = list(self._active.values())
+        released = sum(self.inbox.release(claim, now) for claim in claims)
+        if released:
+            log.warning("gave back %d event(s) cut off by the shutdown; they run again on the next start", released)
+        return released
+
+    def _process_claimed(self, claim: Claim, clock: Callable[[], datetime]) -> Status | None:
         attempts = claim.event.attempts
         if attempts > self.policy.max_attempts:
             # Attempts are counted when claimed, so this event's last attempts were cut off (a crash
@@ -121,13 +146,20 @@ class Processor:
         )
         handled = self.registry.dispatch(event, result)
         outcome = f"optimization failed: {result.error}" if result.error is not None else None
-        status = self._finish(claim, Status.DONE, outcome, clock)
+        status = self._finish(claim, Status.DONE, outcome, clock, summary=summary(event, result))
         if status is Status.DONE:
             log.info("%s: done (%s %s, %d handler(s))", stored.msg_id, event.type, request_id, handled)
         return status
 
-    def _finish(self, claim: Claim, status: Status, error: str | None, clock: Callable[[], datetime]) -> Status | None:
-        if not self.inbox.finish(claim, status, error, clock()):
+    def _finish(
+        self,
+        claim: Claim,
+        status: Status,
+        error: str | None,
+        clock: Callable[[], datetime],
+        summary: str | None = None,
+    ) -> Status | None:
+        if not self.inbox.finish(claim, status, error, clock(), summary=summary):
             log.warning("%s: lost its claim before it could be marked %s", claim.event.msg_id, status)
             return None
         if status is Status.DEAD:

@@ -55,17 +55,15 @@ class WorkQueue:
         else:
             self._process(event_id)
 
-    def reconcile_now(self) -> None:
-        """Queue one reconciler run, so a starting worker picks up what a stopped one left."""
-        self._reconcile()
-
     def pending(self) -> int:
         return self.huey.pending_count()
 
-    def consumer(self, workers: int, periodic: bool = True) -> Consumer:
+    def consumer(self, workers: int, shutdown_timeout: float | None = None) -> Consumer:
         # An idle worker polls at most once a second (Huey's default backs off to 10 s), so the
         # first delivery after a quiet spell is not left waiting.
-        return self.huey.create_consumer(workers=workers, worker_type="thread", periodic=periodic, max_delay=1.0)
+        return self.huey.create_consumer(
+            workers=workers, worker_type="thread", max_delay=1.0, shutdown_timeout=shutdown_timeout
+        )
 
     def _run_process(self, event_id: int) -> None:
         assert self._worker is not None, "WorkQueue.attach() was not called in this process"

@@ -1,0 +1,57 @@
+"""Running until told to stop, and stopping without losing or stranding work.
+
+SIGINT and SIGTERM both stop gracefully (Huey's own consumer treats SIGTERM as "stop now", but
+process managers send SIGTERM for an ordinary stop): stop taking new work, let running tasks finish
+within SHUTDOWN_GRACE_SECONDS, then give back whatever is still running so the next worker picks it up
+at once instead of waiting for the lease to run out. A kill (SIGKILL, power loss) skips all of this;
+then the lease and the reconciler recover the work.
+"""
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from werkzeug.serving import BaseWSGIServer
+
+from services import Services
+
+log = logging.getLogger(__name__)
+
+HEALTH_CHECK_SECONDS = 10.0  # how often dead worker threads are replaced
+
+
+def run_until_stopped(services: Services, server: BaseWSGIServer | None = None) -> None:
+    """Run a Huey consumer (and `server`, if given, in a thread) until SIGINT or SIGTERM."""
+    settings = services.settings
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            return
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    # Pick up at once whatever a stopped process left behind (the periodic run is once a minute).
+    services.processor.reconcile()
+    consumer = services.queue.consumer(workers=settings.worker_threads, shutdown_timeout=settings.shutdown_grace)
+    consumer.start()
+    # After consumer.start(), which installs Huey's handlers: ours make both signals graceful.
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    http = None
+    if server is not None:
+        http = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+        http.start()
+        log.info("listening on http://%s:%d/webhook", server.host, server.port)
+
+    while not stop.wait(HEALTH_CHECK_SECONDS):
+        consumer.check_worker_health()
+
+    if server is not None and http is not None:
+        server.shutdown()  # no new deliveries: Svix retries them against the next process
+        http.join()
+    log.info("waiting up to %d s for running tasks", settings.shutdown_grace)
+    consumer.stop(graceful=True)
+    services.processor.release_active()
+    log.info("stopped")
