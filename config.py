@@ -46,6 +46,7 @@ class Settings:
     worker_threads: int = defaults.WORKER_THREADS
     lease_seconds: int = defaults.LEASE_SECONDS
     shutdown_grace: int = defaults.SHUTDOWN_GRACE_SECONDS
+    prune_after_days: int | None = None
     handler_modules: tuple[str, ...] = ()
 
 
@@ -80,6 +81,7 @@ def load_settings(
         shutdown_grace=parse_int(
             "SHUTDOWN_GRACE_SECONDS", get("SHUTDOWN_GRACE_SECONDS"), defaults.SHUTDOWN_GRACE_SECONDS, minimum=0
         ),
+        prune_after_days=parse_prune_after_days(get("PRUNE_AFTER_DAYS")),
         handler_modules=tuple(split_list(get("HANDLER_MODULES") or "")),
     )
 
@@ -184,6 +186,14 @@ def parse_default_event_type(value: str | None) -> EventType | None:
             "cluster.optimized or a warehouse-specific type such as route.optimized.<warehouse>.<user id>"
         )
     return event_type
+
+
+def parse_prune_after_days(value: str | None) -> int | None:
+    if value is None:
+        return None
+    # Two days at least: Svix redelivers a message for about 28 hours, and a redelivery of a pruned
+    # id would be processed again.
+    return parse_int("PRUNE_AFTER_DAYS", value, 0, minimum=2)
 
 
 def parse_log_level(value: str) -> str:

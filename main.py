@@ -1,32 +1,43 @@
-"""Command line: `python main.py` runs the receiver and an embedded worker in one process.
+"""Command line. `python main.py` runs the receiver and an embedded worker in one process.
 
-python main.py                 web server on HOST:PORT plus a Huey consumer (the one command to start)
-python main.py worker          a Huey consumer alone, beside a WSGI server such as gunicorn
-python main.py events [...]    stored events, newest first
+python main.py                    web server on HOST:PORT plus a worker: the one command to start
+python main.py worker             a worker alone, beside a WSGI server such as gunicorn
+python main.py events             stored events, newest first
+python main.py show MSG_ID        one event in full, with its history
+python main.py replay MSG_ID…     process stored events again
+python main.py recover --since T  replay every failed event since T
+python main.py prune              delete old finished events
+python main.py check              try every part of the configuration
+python main.py send-test          a delivery signed like Svix's, sent to the running receiver
+python main.py demo               the whole flow on this machine, no account needed
 """
 
 import json
-import logging
 import sys
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 import requests
-from svix.webhooks import Webhook
 from werkzeug.serving import make_server
 
+import recovery
+import reports
+import retention
+from checks import run_checks
 from config import Settings, configure_logging, load_settings
 from errors import ConfigError
 from inbox import Status, StoredEvent
 from lifecycle import run_until_stopped
 from services import Services
+from signatures import signed_headers
 from webapp import create_app
 
-log = logging.getLogger("main")
+STATUS_NAMES = [s.value for s in Status]
 
 
-def settings_or_exit() -> Settings:
+def load_or_exit() -> Settings:
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -36,12 +47,19 @@ def settings_or_exit() -> Settings:
     return settings
 
 
-def services_or_exit(settings: Settings) -> Services:
+@contextmanager
+def open_services() -> Iterator[Services]:
+    """The configured services, closed afterwards; a configuration error ends the command."""
+    settings = load_or_exit()
     try:
-        return Services.build(settings)
+        services = Services.build(settings)
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(2)
+    try:
+        yield services
+    finally:
+        services.close()
 
 
 @click.group(invoke_without_command=True)
@@ -55,64 +73,133 @@ def cli(ctx: click.Context) -> None:
 @cli.command()
 def serve() -> None:
     """Serve POST /webhook and process deliveries in the same process."""
-    settings = settings_or_exit()
-    services = services_or_exit(settings)
-    server = make_server(settings.host, settings.port, create_app(services=services), threaded=True)
-    try:
+    with open_services() as services:
+        settings = services.settings
+        server = make_server(settings.host, settings.port, create_app(services=services), threaded=True)
         run_until_stopped(services, server)
-    finally:
-        services.close()
 
 
 @cli.command()
 def worker() -> None:
     """Process deliveries only (run the web side under gunicorn)."""
-    settings = settings_or_exit()
-    services = services_or_exit(settings)
-    try:
+    with open_services() as services:
         run_until_stopped(services)
-    finally:
-        services.close()
 
 
 @cli.command()
-@click.option("--status", type=click.Choice([s.value for s in Status]), help="Only events in this status.")
+@click.option("--status", type=click.Choice(STATUS_NAMES), help="Only events in this status.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array instead of a table.")
 def events(status: str | None, limit: int, as_json: bool) -> None:
     """List stored events, newest first."""
-    settings = settings_or_exit()
-    services = services_or_exit(settings)
-    try:
+    with open_services() as services:
         rows = services.inbox.latest(Status(status) if status else None, limit)
-    finally:
-        services.close()
     if as_json:
-        click.echo(json.dumps([event_summary(row) for row in rows], indent=2))
-        return
-    if not rows:
+        click.echo(json.dumps([reports.event_fields(row) for row in rows], indent=2))
+    elif not rows:
         click.echo("no events" + (f" with status {status}" if status else ""))
-        return
-    columns = ("received_at", "message_id", "status", "attempts", "type", "request_id", "last_error")
-    table = [[_cell(event_summary(row)[name]) for name in columns] for row in rows]
-    widths = [max(len(name), *(len(line[i]) for line in table)) for i, name in enumerate(columns[:-1])]
-    click.echo("  ".join(name.ljust(w) for name, w in zip(columns, widths, strict=False)) + "  last_error")
-    for line in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)) + "  " + line[-1])
+    else:
+        click.echo("\n".join(reports.events_table(rows)))
 
 
-def event_summary(event: StoredEvent) -> dict[str, object]:
-    return {
-        "message_id": event.msg_id,
-        "type": event.event_type,
-        "request_id": event.request_id,
-        "status": str(event.status),
-        "attempts": event.attempts,
-        "last_error": event.last_error,
-        "received_at": event.received_at.isoformat(timespec="seconds"),
-        "updated_at": event.updated_at.isoformat(timespec="seconds"),
-        "next_attempt_at": event.next_attempt_at.isoformat(timespec="seconds") if event.next_attempt_at else None,
-    }
+@cli.command()
+@click.argument("message_id")
+def show(message_id: str) -> None:
+    """Print one event in full: fields, history of attempts, result summary, headers and payload."""
+    with open_services() as services:
+        event = services.inbox.by_msg_id(message_id)
+        if event is None:
+            click.echo(f"no event with message id {message_id!r}", err=True)
+            sys.exit(1)
+        click.echo("\n".join(reports.event_in_full(event, services.inbox.history_of(event.id))))
+
+
+@cli.command()
+@click.argument("message_ids", nargs=-1, required=True)
+def replay(message_ids: tuple[str, ...]) -> None:
+    """Put the named events back to be processed, whatever their status."""
+    missing_or_busy = 0
+    with open_services() as services:
+        for message_id in message_ids:
+            event = services.inbox.by_msg_id(message_id)
+            if event is None:
+                click.echo(f"{message_id}: no such event")
+                missing_or_busy += 1
+                continue
+            missing_or_busy += not _replay_and_say(services, event)
+    sys.exit(1 if missing_or_busy else 0)
+
+
+@cli.command()
+@click.option("--since", required=True, help="Received at or after: 2026-11-28, 2026-11-28T14:30 (UTC), or 6h, 2d.")
+@click.option("--until", help="Received before (same forms). Default: now.")
+@click.option(
+    "--status",
+    "statuses",
+    default=",".join(recovery.DEFAULT_RECOVER_STATUSES),
+    show_default=True,
+    help="Comma-separated statuses to recover.",
+)
+@click.option("--type", "type_pattern", help="Only event types matching this pattern, e.g. 'route.optimized*'.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be replayed.")
+def recover(since: str, until: str | None, statuses: str, type_pattern: str | None, dry_run: bool) -> None:
+    """Replay every event that failed since a time (Svix's "Recover failed messages", on this side)."""
+    try:
+        start = recovery.parse_time(since)
+        end = recovery.parse_time(until) if until else None
+        chosen = [Status(name.strip()) for name in statuses.split(",") if name.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    with open_services() as services:
+        found = recovery.matching(services, start, end, chosen, type_pattern)
+        click.echo(f"{len(found)} event(s) match" + (" (dry run: nothing replayed)" if dry_run else ""))
+        for event in found:
+            if dry_run:
+                click.echo(reports.event_one_line(event))
+            else:
+                _replay_and_say(services, event)
+
+
+def _replay_and_say(services: Services, event: StoredEvent) -> bool:
+    outcome = recovery.replay(services, event)
+    if outcome.status is None:
+        click.echo(f"{event.msg_id}: skipped, a worker is processing it right now")
+        return False
+    queued = " and queued" if outcome.status is Status.RECEIVED else ""
+    click.echo(f"{event.msg_id}: {event.status} → {outcome.status}{queued}")
+    return True
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    "days",
+    type=click.IntRange(min=retention.MINIMUM_DAYS),
+    default=retention.DEFAULT_DAYS,
+    show_default=True,
+    help="Days since the event was received.",
+)
+@click.option("--include-failed", is_flag=True, help="Also delete dead and invalid events.")
+def prune(days: int, include_failed: bool) -> None:
+    """Delete finished events (done, ignored, duplicate) received more than DAYS ago."""
+    with open_services() as services:
+        pruned = retention.prune(services.inbox, days, include_failed)
+    click.echo(f"pruned {pruned} event(s) older than {days} days")
+
+
+@cli.command()
+def check() -> None:
+    """Try every part of the configuration and say what to fix; exit 0 only when all pass."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        click.echo(f"FAIL  configuration: {exc}")
+        sys.exit(1)
+    results = run_checks(settings)
+    width = max(len(result.name) for result in results)
+    for result in results:
+        click.echo(f"{result.label:<4}  {result.name:<{width}}  {result.detail}")
+    sys.exit(0 if all(result.ok for result in results) else 1)
 
 
 # What each answer to a test delivery means, for the person who sent it.
@@ -135,31 +222,27 @@ EXAMPLE_ROUTE_REQUEST_ID = "67d3f1a95e593173d0a1b2c4"  # the example result opti
 @click.option("--secret", help="Sign with this secret instead of WEBHOOK_SECRET.")
 def send_test(url: str | None, event_type: str, request_id: str, secret: str | None) -> None:
     """Sign a test delivery exactly as Svix would and POST it to the receiver."""
-    settings = settings_or_exit()
+    settings = load_or_exit()
     url = url or f"http://{settings.host}:{settings.port}/webhook"
-    secret = secret or settings.webhook_secrets[0]
     msg_id = f"msg_test_{uuid.uuid4().hex}"
-    now = datetime.now(UTC)
     body = json.dumps({"type": event_type, "request_id": request_id})
-    headers = {
-        "content-type": "application/json",
-        "svix-id": msg_id,
-        "svix-timestamp": str(int(now.timestamp())),
-        "svix-signature": Webhook(secret).sign(msg_id, now, body),
-    }
+    headers = signed_headers(secret or settings.webhook_secrets[0], msg_id, body)
     try:
         response = requests.post(url, data=body, headers=headers, timeout=15, allow_redirects=False)
     except requests.RequestException as exc:
         click.echo(f"could not reach {url}: {type(exc).__name__} (is `python main.py` running?)", err=True)
         sys.exit(1)
-    meaning = SEND_TEST_MEANINGS.get(response.status_code, "unexpected answer")
     click.echo(f"sent {msg_id} ({event_type}, request {request_id}) to {url}")
-    click.echo(f"{response.status_code}: {meaning}")
+    click.echo(f"{response.status_code}: {SEND_TEST_MEANINGS.get(response.status_code, 'unexpected answer')}")
     sys.exit(0 if response.ok else 1)
 
 
-def _cell(value: object) -> str:
-    return "-" if value is None else str(value)
+@cli.command()
+def demo() -> None:
+    """Show the whole flow with a local stand-in API: no account, no network, nothing kept."""
+    from demo import run_demo  # only this command needs it
+
+    sys.exit(0 if run_demo() else 1)
 
 
 if __name__ == "__main__":

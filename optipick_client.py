@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # query character out of the URL without betting on that format.
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 USER_AGENT = "optipick-webhooks/1.0"
+PROBE_REQUEST_ID = "000000000000000000000000"  # well-formed, and never issued
 
 
 class OptiPickClient:
@@ -64,6 +65,24 @@ class OptiPickClient:
             return self.fetch(Kind.ROUTE, request_id)
         except ResultNotFound:
             raise ResultNotFound(f"no cluster or route result for {request_id}") from None
+
+    def probe(self) -> tuple[int, datetime | None]:
+        """Ask for a result that cannot exist, to test the key without touching real data.
+
+        Returns the HTTP status (404 or 422: the key was accepted; 401 or 403: it was not) and the
+        server's clock from its Date header. Raises ApiUnavailable when the API cannot be reached.
+        """
+        path = f"/optimize/route/{PROBE_REQUEST_ID}"
+        try:
+            response = self.session.get(self.base_url + path, timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise ApiUnavailable(f"GET {path} failed: {type(exc).__name__}") from None
+        date = response.headers.get("Date")
+        try:
+            server_time = email.utils.parsedate_to_datetime(date) if date else None
+        except (TypeError, ValueError):
+            server_time = None
+        return response.status_code, server_time
 
     def _get(self, path: str) -> Any:
         url = self.base_url + path

@@ -3,6 +3,7 @@ the embedded consumer and the CLI."""
 
 from dataclasses import dataclass
 
+import retention
 from config import Settings
 from handlers import Registry, build_registry
 from inbox import Inbox
@@ -34,7 +35,11 @@ class Services:
             policy=RetryPolicy(max_attempts=settings.max_attempts),
             lease_seconds=settings.lease_seconds,
         )
-        queue.attach(processor)
+        pruner = None
+        if settings.prune_after_days is not None:
+            days = settings.prune_after_days
+            pruner = lambda: retention.prune(inbox, days)  # noqa: E731 -- a one-line closure reads best here
+        queue.attach(processor, pruner)
         return cls(settings, inbox, queue, client, registry, processor)
 
     def close(self) -> None:

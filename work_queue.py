@@ -6,6 +6,7 @@ registered on a Huey instance built from QUEUE_URL at start-up, not at import ti
 """
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +25,9 @@ class Worker(Protocol):
     def reconcile(self) -> int: ...
 
 
+Pruner = Callable[[], int]
+
+
 def create_huey(queue_url: str) -> Huey:
     """A Huey instance for QUEUE_URL. Only SQLite so far: sqlite:///path/to/queue.db."""
     url = make_url(queue_url)
@@ -38,16 +42,20 @@ class WorkQueue:
     def __init__(self, huey: Huey) -> None:
         self.huey = huey
         self._worker: Worker | None = None
+        self._pruner: Pruner | None = None
         self._process = huey.task(name="process_event")(self._run_process)
         # Every minute. It is idempotent, so a second consumer running it too does no harm.
         self._reconcile = huey.periodic_task(crontab(), name="reconcile")(self._run_reconcile)
+        # Hourly, when PRUNE_AFTER_DAYS is set; also harmless to run twice.
+        self._prune = huey.periodic_task(crontab(minute="17"), name="prune")(self._run_prune)
 
     def __repr__(self) -> str:
         return f"WorkQueue({type(self.huey).__name__})"
 
-    def attach(self, worker: Worker) -> None:
-        """Set what runs the tasks (the Processor); needed only where a consumer runs."""
+    def attach(self, worker: Worker, pruner: Pruner | None = None) -> None:
+        """Set what runs the tasks (the Processor, and the pruning when it is on)."""
         self._worker = worker
+        self._pruner = pruner
 
     def enqueue(self, event_id: int, delay: float = 0) -> None:
         if delay > 0:
@@ -72,3 +80,7 @@ class WorkQueue:
     def _run_reconcile(self) -> None:
         assert self._worker is not None, "WorkQueue.attach() was not called in this process"
         self._worker.reconcile()
+
+    def _run_prune(self) -> None:
+        if self._pruner is not None:
+            self._pruner()
