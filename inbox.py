@@ -49,7 +49,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.types import TypeDecorator
 
 import defaults
@@ -241,9 +241,10 @@ class Inbox:
         inbox = cls(create_db_engine(url))
         try:
             metadata.create_all(inbox.engine)
-        except (OperationalError, IntegrityError):
+        except (OperationalError, IntegrityError, ProgrammingError):
             # Several processes starting at once (gunicorn's workers) can race between "is the table
-            # there?" and "create it"; the loser finds it there on a second look.
+            # there?" and "create it"; the loser finds it there on a second look. (PostgreSQL reports
+            # the race as a unique violation on its catalog, or as DuplicateTable: a ProgrammingError.)
             metadata.create_all(inbox.engine)
         inbox.check_schema()
         return inbox
@@ -487,6 +488,7 @@ class Inbox:
                     kind=delivery.kind,
                     request_id=delivery.request_id,
                     last_error=delivery.error,
+                    result_summary=None,
                     attempts=0,
                     claim_token=None,
                     lease_until=None,

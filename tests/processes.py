@@ -33,6 +33,8 @@ CONFIG_VARIABLES = (
     "MAX_ATTEMPTS",
     "WORKER_THREADS",
     "LEASE_SECONDS",
+    "SHUTDOWN_GRACE_SECONDS",
+    "PRUNE_AFTER_DAYS",
     "HANDLER_MODULES",
 )
 # What a Python process needs from the outer environment; nothing else leaks in.

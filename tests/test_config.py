@@ -136,3 +136,20 @@ def test_plain_http_is_accepted_for_a_local_stand_in():
     """http:// is allowed for loopback hosts only, so the stand-in API can be used locally."""
     for url in ("http://127.0.0.1:8000", "http://localhost:8000/", "http://[::1]:8000"):
         assert load_settings(minimal(OPTIPICK_API_URL=url), env_file=None).optipick_api_url == url.rstrip("/")
+
+
+def test_every_setting_is_documented():
+    """Each variable config.py reads is listed in .env.example, the README's settings table and the
+    subprocess tests' list of variables to blank."""
+    import re
+
+    from processes import CONFIG_VARIABLES
+
+    project = Path(__file__).resolve().parent.parent
+    read = set(re.findall(r'get\("([A-Z_]+)"\)', (project / "config.py").read_text()))
+    example = set(re.findall(r"^#? ?([A-Z_]+)=", (project / ".env.example").read_text(), re.MULTILINE))
+    readme = set(re.findall(r"^\| `([A-Z_]+)` \|", (project / "README.md").read_text(), re.MULTILINE))
+    assert len(read) > 10
+    assert read <= example, read - example
+    assert read <= readme, read - readme
+    assert read <= set(CONFIG_VARIABLES), read - set(CONFIG_VARIABLES)

@@ -1,0 +1,928 @@
+"""Day-2 operations through the real command line (`replay`, `recover`, `show`, `prune`), the hourly prune, the
+event history, and giving back unfinished work, against real SQLite files, the real queue and the stand-in API."""
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from conftest import API_KEY, CLUSTER_ID, ROUTE_ID, drain, new_msg_id, new_secret
+from processes import config_env
+from sqlalchemy import func, select, update
+from worker_support import deliver, services_with
+
+import defaults
+import inbox as inbox_module
+import recovery
+from config import load_settings
+from errors import ConfigError
+from inbox import Status, StoredEvent
+from main import cli
+from optipick_standin import StandInApi
+from services import Services
+
+UNKNOWN_ID = "0" * 24  # a request id the stand-in API has no result for (yet)
+ROUTE_2 = "2" * 24
+ROUTE_3 = "3" * 24
+ROUTE_4 = "4" * 24
+ROUTE_5 = "5" * 24
+USER = "673f48095739843f4de65ec9"
+WRONG_KEY = "wrong-key-" + "w" * 24
+ROUTE_SUMMARY = (
+    f"route {ROUTE_ID} (Example, wave WAVE-2025-03-14-07): 6 picks, 1 invalid pick left out; "
+    "no distance totals in the result"
+)
+REFUSED_KEY = "the OptiPick API refused OPTIPICK_API_KEY (HTTP 403)"
+RELEASED = "the worker stopped before the attempt finished"
+SECOND = timedelta(seconds=1)
+
+
+# Helpers --------------------------------------------------------------------------------------------
+
+
+def run(environ: dict[str, str], *args: str, **overrides: str) -> Result:
+    """`python main.py …` in-process with exactly these settings (every other setting blank, no .env)."""
+    # PRUNE_AFTER_DAYS and SHUTDOWN_GRACE_SECONDS are read too, so they are blanked as well.
+    env = config_env(environ, **{"PRUNE_AFTER_DAYS": "", "SHUTDOWN_GRACE_SECONDS": "", **overrides})
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def route_event(services, sender, request_id: str = ROUTE_ID, **payload) -> StoredEvent:
+    return deliver(sender, services.inbox, {"request_id": request_id, **payload}, path="/webhook/route")
+
+
+def send_invalid(sender, services) -> StoredEvent:
+    """An authentic delivery without a request id: stored as invalid, answered 400."""
+    msg_id = new_msg_id()
+    assert sender.send({"type": "route.optimized"}, msg_id=msg_id).status_code == 400
+    return services.inbox.by_msg_id(msg_id)
+
+
+def send_ignored(sender, services) -> StoredEvent:
+    return deliver(sender, services.inbox, {"type": "message.attempt.exhausted", "request_id": ROUTE_ID})
+
+
+def received_ago(services, msg_id: str, age: timedelta) -> None:
+    """Seed: pretend the event arrived `age` ago."""
+    events = inbox_module.events
+    with services.inbox.engine.begin() as conn:
+        conn.execute(update(events).where(events.c.msg_id == msg_id).values(received_at=datetime.now(UTC) - age))
+
+
+def story(services, event_id: int) -> list[tuple[str, int | None, str | None]]:
+    return [(h.action, h.attempt, h.error) for h in services.inbox.history_of(event_id)]
+
+
+def snapshot(services) -> dict[str, tuple[StoredEvent, list]]:
+    """Every stored event with its history, to show that a command changed nothing."""
+    return {e.msg_id: (e, services.inbox.history_of(e.id)) for e in services.inbox.latest(limit=1000)}
+
+
+def result_files(settings) -> list[str]:
+    root: Path = settings.results_dir
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def status_of(services, msg_id: str) -> Status:
+    return services.inbox.by_msg_id(msg_id).status
+
+
+# replay ---------------------------------------------------------------------------------------------
+
+
+def test_replay_received_queues_it_again_and_it_runs_once(environ, services, sender, api):
+    """A `received` event is queued again; the two queued tasks process it once, and history shows the replay."""
+    event = route_event(services, sender)
+    assert services.queue.pending() == 1
+
+    result = run(environ, "replay", event.msg_id)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{event.msg_id}: received → received and queued\n"
+    assert services.queue.pending() == 2
+    assert story(services, event.id) == [("replayed", None, "replayed as received")]
+    drain(services)
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts) == (Status.DONE, 1)
+    assert api.fetches[("route", ROUTE_ID)] == 1
+
+
+def test_replay_skips_an_event_a_worker_holds(environ, services, sender):
+    """A `processing` event whose lease is live is skipped with exit code 1 and left exactly as it was."""
+    event = route_event(services, sender)
+    assert services.inbox.claim(event.id, 60) is not None
+    before = snapshot(services)
+
+    result = run(environ, "replay", event.msg_id)
+
+    assert result.exit_code == 1
+    assert result.stdout == f"{event.msg_id}: skipped, a worker is processing it right now\n"
+    assert snapshot(services) == before
+    assert services.queue.pending() == 1  # only the delivery's own task
+
+
+def test_replay_takes_back_an_expired_lease(environ, services, sender, api):
+    """A `processing` event whose lease ran out is replayed: attempts from zero, the old claim cannot finish it."""
+    event = route_event(services, sender)
+    stale = services.inbox.claim(event.id, 60, now=datetime.now(UTC) - timedelta(hours=1))
+    assert stale is not None
+
+    result = run(environ, "replay", event.msg_id)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{event.msg_id}: processing → received and queued\n"
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts, row.claim_token, row.lease_until) == (Status.RECEIVED, 0, None, None)
+    assert not services.inbox.finish(stale, Status.DONE)  # the dead worker's claim is gone
+    drain(services)
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts) == (Status.DONE, 1)
+    assert [h[0] for h in story(services, event.id)] == ["claimed", "replayed", "claimed", "done"]
+
+
+def test_replay_retrying_starts_afresh(environ, services, sender, api):
+    """A `retrying` event is queued at once with attempts from zero and no error, and is done once the result exists."""
+    event = route_event(services, sender, UNKNOWN_ID)
+    drain(services)
+    assert (status_of(services, event.msg_id), services.inbox.get(event.id).attempts) == (Status.RETRYING, 1)
+    api.add_result("route", UNKNOWN_ID)
+
+    result = run(environ, "replay", event.msg_id)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{event.msg_id}: retrying → received and queued\n"
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts, row.last_error) == (Status.RECEIVED, 0, None)
+    drain(services)
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts, row.last_error) == (Status.DONE, 1, None)
+
+
+def test_replay_done_runs_the_handlers_again_into_the_same_file(environ, services, sender, settings, api):
+    """A `done` event is processed again: fetched and handled a second time, the results folder keeps one file."""
+    calls = []
+    services.registry.subscribe("*", lambda event, result: calls.append(event.message_id))
+    event = route_event(services, sender)
+    drain(services)
+    assert status_of(services, event.msg_id) is Status.DONE
+
+    result = run(environ, "replay", event.msg_id)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{event.msg_id}: done → received and queued\n"
+    drain(services)
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts, row.result_summary) == (Status.DONE, 1, ROUTE_SUMMARY)
+    assert calls == [event.msg_id, event.msg_id]
+    assert api.fetches[("route", ROUTE_ID)] == 2
+    assert result_files(settings) == [f"route/{ROUTE_ID}.json"]
+    assert story(services, event.id) == [
+        ("claimed", 1, None),
+        ("done", 1, None),
+        ("replayed", None, "replayed as received"),
+        ("claimed", 1, None),
+        ("done", 1, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "error"),
+    [
+        (send_ignored, Status.IGNORED, "'message.attempt.exhausted' is not an OptiPick optimization event type"),
+        (send_invalid, Status.INVALID, "no request_id"),
+    ],
+    ids=["ignored", "invalid"],
+)
+def test_replay_of_an_unprocessable_event_resolves_it_the_same(environ, services, sender, api, send, status, error):
+    """An `ignored` or `invalid` event is resolved again and stays as it was, not queued; history shows the replay."""
+    event = send(sender, services)
+    assert event.status is status
+
+    result = run(environ, "replay", event.msg_id)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{event.msg_id}: {status} → {status}\n"
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts, row.last_error, row.next_attempt_at) == (status, 0, error, None)
+    assert story(services, event.id) == [("replayed", None, f"replayed as {status}")]
+    assert services.queue.pending() == 0
+    assert api.total_fetches() == 0
+
+
+def test_replay_dead_is_done_once_the_api_works(environ, services, sender, api):
+    """A `dead` event (the API refused it) is received and queued again, then done now that the API answers."""
+    api.fail_first("route", ROUTE_ID, (403, {}, {"message": "Forbidden"}))
+    event = route_event(services, sender)
+    drain(services)
+    assert status_of(services, event.msg_id) is Status.DEAD
+
+    result = run(environ, "replay", event.msg_id)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{event.msg_id}: dead → received and queued\n"
+    assert services.queue.pending() == 1
+    drain(services)
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts, row.last_error, row.result_summary) == (Status.DONE, 1, None, ROUTE_SUMMARY)
+
+
+def test_replay_duplicate_stays_duplicate_while_the_holder_lives(environ, services, sender, api):
+    """A `duplicate` event processed again ends `duplicate` again, naming the live holder, without fetching."""
+    holder = route_event(services, sender)
+    drain(services)
+    copy = route_event(services, sender)
+    drain(services)
+    assert status_of(services, copy.msg_id) is Status.DUPLICATE
+
+    result = run(environ, "replay", copy.msg_id)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{copy.msg_id}: duplicate → received and queued\n"
+    assert services.inbox.get(copy.id).attempts == 0
+    drain(services)
+    row = services.inbox.get(copy.id)
+    assert (row.status, row.attempts) == (Status.DUPLICATE, 1)
+    assert row.last_error == f"route {ROUTE_ID} is handled by {holder.msg_id}"
+    assert status_of(services, holder.msg_id) is Status.DONE
+    assert api.fetches[("route", ROUTE_ID)] == 1
+
+
+def test_replay_unknown_id_exits_1_after_replaying_the_others(environ, services, sender):
+    """An unknown message id prints "no such event" and makes the exit code 1; the known ids are still replayed."""
+    event = send_ignored(sender, services)
+    result = run(environ, "replay", "msg_nope", event.msg_id)
+    assert result.exit_code == 1
+    assert result.stdout == f"msg_nope: no such event\n{event.msg_id}: ignored → ignored\n"
+    assert [h[0] for h in story(services, event.id)] == ["replayed"]
+
+    alone = run(environ, "replay", "msg_nope")
+    assert (alone.exit_code, alone.stdout) == (1, "msg_nope: no such event\n")
+
+
+def test_replay_needs_a_message_id(environ):
+    """`replay` without a message id is a usage error (exit code 2)."""
+    assert run(environ, "replay").exit_code == 2
+
+
+def test_replay_resolves_the_type_with_todays_default(environ, services, sender, api):
+    """An untyped event dead after the API knew no result is replayed under WEBHOOK_DEFAULT_EVENT_TYPE and
+    processed as a route result, without asking the API which kind it is."""
+    event = deliver(sender, services.inbox, {"request_id": ROUTE_2})
+    now = datetime.now(UTC)
+    for _ in range(defaults.NOT_FOUND_MAX_ATTEMPTS):
+        services.processor.process(event.id, now=now)
+        now += timedelta(days=1)
+    row = services.inbox.get(event.id)
+    assert (row.status, row.event_type, row.attempts) == (Status.DEAD, None, defaults.NOT_FOUND_MAX_ATTEMPTS)
+    detections = api.fetches[("cluster", ROUTE_2)]
+    assert detections == defaults.NOT_FOUND_MAX_ATTEMPTS
+    api.add_result("route", ROUTE_2)
+
+    result = run(environ, "replay", event.msg_id, WEBHOOK_DEFAULT_EVENT_TYPE="route.optimized")
+
+    assert result.exit_code == 0, result.output
+    row = services.inbox.get(event.id)
+    assert (row.status, row.event_type, row.kind, row.attempts) == (Status.RECEIVED, "route.optimized", "route", 0)
+    with services_with(environ, WEBHOOK_DEFAULT_EVENT_TYPE="route.optimized") as (configured, _):
+        drain(configured)
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts, row.event_type) == (Status.DONE, 1, "route.optimized")
+    assert api.fetches[("cluster", ROUTE_2)] == detections  # no detection this time
+
+
+def test_recover_after_fixing_a_refused_key(environ, services, api):
+    """Events dead because OPTIPICK_API_KEY was wrong are recovered with the right key and end `done`."""
+    with services_with(environ, OPTIPICK_API_KEY=WRONG_KEY) as (wrong, wrong_sender):
+        route = route_event(wrong, wrong_sender)
+        untyped = deliver(wrong_sender, wrong.inbox, {"request_id": CLUSTER_ID})
+        drain(wrong)
+    for event in (route, untyped):
+        row = services.inbox.get(event.id)
+        assert row.status is Status.DEAD
+        assert row.last_error.startswith(REFUSED_KEY)
+
+    result = run(environ, "recover", "--since", "1h")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "2 event(s) match",
+        f"{route.msg_id}: dead → received and queued",
+        f"{untyped.msg_id}: dead → received and queued",
+    ]
+    drain(services)
+    assert services.inbox.get(route.id).status is Status.DONE
+    row = services.inbox.get(untyped.id)
+    assert (row.status, row.event_type) == (Status.DONE, "cluster.optimized")
+    assert WRONG_KEY not in result.output
+    assert API_KEY not in result.output
+
+
+# recover --------------------------------------------------------------------------------------------
+
+# What seed_failures stores: name → (received how long ago, status, type as listed, request id).
+SEEDED = {
+    "dead_route": (timedelta(hours=1), Status.DEAD, "route.optimized", ROUTE_ID),
+    "dead_cluster": (timedelta(hours=26), Status.DEAD, "cluster.optimized", CLUSTER_ID),
+    "dead_warehouse": (timedelta(days=5), Status.DEAD, f"route.optimized.Example.{USER}", ROUTE_2),
+    "dead_untyped": (timedelta(hours=1), Status.DEAD, "type unknown", ROUTE_3),
+    "retrying": (timedelta(hours=26), Status.RETRYING, "route.optimized", UNKNOWN_ID),
+    "done": (timedelta(days=5), Status.DONE, "route.optimized", ROUTE_4),
+    "ignored": (timedelta(hours=1), Status.IGNORED, "message.attempt.exhausted", ROUTE_ID),
+    "invalid": (timedelta(hours=1), Status.INVALID, "type unknown", "-"),
+}
+
+
+def seed_failures(environ, services, sender, api) -> dict[str, str]:
+    """Events of every kind of failure and type, received 1 h, 26 h or 5 days ago; their message ids by name."""
+    for request_id in (ROUTE_2, ROUTE_3, ROUTE_4):
+        api.add_result("route", request_id)
+    ids = {}
+    with services_with(environ, OPTIPICK_API_KEY=WRONG_KEY) as (wrong, wrong_sender):
+        ids["dead_route"] = route_event(wrong, wrong_sender).msg_id
+        ids["dead_cluster"] = deliver(wrong_sender, wrong.inbox, {"request_id": CLUSTER_ID}, "/webhook/cluster").msg_id
+        ids["dead_warehouse"] = deliver(
+            wrong_sender, wrong.inbox, {"request_id": ROUTE_2}, f"/webhook/route.optimized.Example.{USER}"
+        ).msg_id
+        ids["dead_untyped"] = deliver(wrong_sender, wrong.inbox, {"request_id": ROUTE_3}).msg_id
+        drain(wrong)
+    ids["retrying"] = route_event(services, sender, UNKNOWN_ID).msg_id
+    ids["done"] = route_event(services, sender, ROUTE_4).msg_id
+    ids["ignored"] = send_ignored(sender, services).msg_id
+    ids["invalid"] = send_invalid(sender, services).msg_id
+    drain(services)
+    assert {name: status_of(services, m) for name, m in ids.items()} == {n: v[1] for n, v in SEEDED.items()}
+    assert services.inbox.by_msg_id(ids["dead_untyped"]).event_type is None
+    assert services.queue.pending() == 0
+    for name, (age, *_) in SEEDED.items():
+        received_ago(services, ids[name], age)
+    return ids
+
+
+@pytest.fixture
+def failed(environ, services, sender, api) -> dict[str, str]:
+    return seed_failures(environ, services, sender, api)
+
+
+@pytest.fixture(scope="module")
+def shared_failed(tmp_path_factory) -> Iterator[tuple[dict[str, str], Services, dict[str, str]]]:
+    """The same events in an inbox of their own, seeded once for the read-only (--dry-run) cases:
+    its environment, services and the message ids by name."""
+    tmp_path = tmp_path_factory.mktemp("shared")
+    api = StandInApi(API_KEY)
+    api.add_result("route", ROUTE_ID)
+    api.add_result("cluster", CLUSTER_ID)
+    with api.serve():
+        environ = {
+            "WEBHOOK_SECRET": new_secret(),
+            "OPTIPICK_API_KEY": API_KEY,
+            "OPTIPICK_API_URL": api.url,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'inbox.db'}",
+            "QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+            "RESULTS_DIR": str(tmp_path / "results"),
+        }
+        with services_with(environ) as (services, sender):
+            yield environ, services, seed_failures(environ, services, sender, api)
+
+
+def iso(age: timedelta, zone: timezone = UTC) -> str:
+    return (datetime.now(UTC) - age).astimezone(zone).isoformat()
+
+
+def naive(age: timedelta) -> str:
+    return (datetime.now(UTC) - age).replace(tzinfo=None).isoformat(timespec="minutes")
+
+
+def day(age: timedelta) -> str:
+    return (datetime.now(UTC) - age).date().isoformat()
+
+
+H, D = timedelta(hours=1), timedelta(days=1)
+ALL_DEAD = ["dead_route", "dead_cluster", "dead_warehouse", "dead_untyped"]
+
+RECOVER_CASES = [
+    # Times: ages, ISO datetimes with a zone (any zone), without one (UTC), and dates (midnight UTC).
+    pytest.param(lambda: ["--since", "2h"], ["dead_route", "dead_untyped"], id="age-hours"),
+    pytest.param(lambda: ["--since", "3d"], ["dead_route", "dead_cluster", "dead_untyped"], id="age-days"),
+    pytest.param(lambda: ["--since", "1w"], ALL_DEAD, id="age-week"),
+    pytest.param(lambda: ["--since", "1w", "--until", "2h"], ["dead_cluster", "dead_warehouse"], id="until-age"),
+    pytest.param(lambda: ["--since", "3d", "--until", "2h"], ["dead_cluster"], id="window-ages"),
+    pytest.param(lambda: ["--since", iso(30 * H)], ["dead_route", "dead_cluster", "dead_untyped"], id="iso-utc"),
+    pytest.param(
+        lambda: ["--since", iso(30 * H, timezone(timedelta(hours=5, minutes=30)))],
+        ["dead_route", "dead_cluster", "dead_untyped"],
+        id="iso-other-zone",
+    ),
+    pytest.param(
+        lambda: ["--since", iso(30 * H, timezone(timedelta(hours=-8))), "--until", iso(2 * H).replace("+00:00", "Z")],
+        ["dead_cluster"],
+        id="iso-window-z",
+    ),
+    pytest.param(lambda: ["--since", naive(30 * H)], ["dead_route", "dead_cluster", "dead_untyped"], id="iso-naive"),
+    pytest.param(lambda: ["--since", naive(6 * D), "--until", naive(2 * D)], ["dead_warehouse"], id="naive-window"),
+    pytest.param(lambda: ["--since", day(3 * D)], ["dead_route", "dead_cluster", "dead_untyped"], id="date"),
+    pytest.param(lambda: ["--since", day(7 * D), "--until", day(2 * D)], ["dead_warehouse"], id="date-window"),
+    pytest.param(lambda: ["--since", "1m"], [], id="nothing-that-recent"),
+    # Statuses: dead by default; any list of statuses.
+    pytest.param(lambda: ["--since", "1w", "--status", "retrying"], ["retrying"], id="status-retrying"),
+    pytest.param(lambda: ["--since", "1w", "--status", "done"], ["done"], id="status-done"),
+    pytest.param(
+        lambda: ["--since", "1w", "--status", "dead,retrying"],
+        ["dead_route", "dead_cluster", "dead_warehouse", "dead_untyped", "retrying"],
+        id="status-list",
+    ),
+    pytest.param(lambda: ["--since", "1w", "--status", "ignored, invalid"], ["ignored", "invalid"], id="status-spaced"),
+    # Types: shell patterns; an event of unknown type matches only `*`.
+    pytest.param(lambda: ["--since", "1w", "--type", "route.optimized"], ["dead_route"], id="type-exact"),
+    pytest.param(
+        lambda: ["--since", "1w", "--type", "route.optimized*"], ["dead_route", "dead_warehouse"], id="type-prefix"
+    ),
+    pytest.param(lambda: ["--since", "1w", "--type", "cluster.*"], ["dead_cluster"], id="type-cluster"),
+    pytest.param(lambda: ["--since", "1w", "--type", "*.Example.*"], ["dead_warehouse"], id="type-warehouse"),
+    pytest.param(lambda: ["--since", "1w", "--type", "*"], ALL_DEAD, id="type-any-includes-unknown"),
+    # Combined.
+    pytest.param(
+        lambda: ["--since", "3d", "--until", "2h", "--status", "dead,retrying", "--type", "route*"],
+        ["retrying"],
+        id="all-filters",
+    ),
+    pytest.param(
+        lambda: ["--since", "1w", "--status", "dead,done", "--type", "route.optimized*"],
+        ["dead_route", "dead_warehouse", "done"],
+        id="status-and-type",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), RECOVER_CASES)
+def test_recover_dry_run_lists_the_matches_and_changes_nothing(shared_failed, args, expected):
+    """--since, --until, --status and --type select the right events, alone and together; --dry-run only lists them."""
+    environ, services, failed = shared_failed
+    before = snapshot(services)
+
+    result = run(environ, "recover", *args(), "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    head, *lines = result.stdout.splitlines()
+    assert head == f"{len(expected)} event(s) match (dry run: nothing replayed)"
+    assert lines == [
+        f"{failed[name]}  {status}  {event_type}  request {request_id}"
+        for name in expected
+        for _, status, event_type, request_id in [SEEDED[name]]
+    ]
+    assert snapshot(services) == before
+    assert services.queue.pending() == 0
+
+
+# Replaying for real: a few cases of the table above, each with a different mix of statuses.
+REPLAY_CASES = [
+    case
+    for case in RECOVER_CASES
+    if case.id in {"age-hours", "status-list", "status-spaced", "all-filters", "status-and-type"}
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), REPLAY_CASES)
+def test_recover_replays_exactly_the_matches(environ, services, failed, args, expected):
+    """Without --dry-run, recover replays exactly the matching events, prints the count, and queues the processable."""
+    before = snapshot(services)
+
+    result = run(environ, "recover", *args())
+
+    assert result.exit_code == 0, result.output
+    head, *lines = result.stdout.splitlines()
+    assert head == f"{len(expected)} event(s) match"
+    assert [line.split(":")[0] for line in lines] == [failed[name] for name in expected]
+    queued = 0
+    for msg_id, (old, old_history) in before.items():
+        new = services.inbox.by_msg_id(msg_id)
+        history = services.inbox.history_of(new.id)
+        if msg_id not in {failed[name] for name in expected}:
+            assert (new, history) == (old, old_history)
+            continue
+        assert new.attempts == 0
+        assert history[: len(old_history)] == old_history
+        assert [(h.action, h.error) for h in history[len(old_history) :]] == [("replayed", f"replayed as {new.status}")]
+        assert f"{msg_id}: {old.status} → {new.status}" in lines[[line.split(":")[0] for line in lines].index(msg_id)]
+        queued += new.status is Status.RECEIVED
+    assert services.queue.pending() == queued
+
+
+def test_recover_dead_events_end_done_once_the_api_works(environ, services, failed, api):
+    """Recovering the dead events of the last week with the right key processes every one of them to `done`."""
+    result = run(environ, "recover", "--since", "1w")
+    assert result.stdout.splitlines()[0] == "4 event(s) match"
+    drain(services)
+    assert {name: status_of(services, failed[name]) for name in ALL_DEAD} == dict.fromkeys(ALL_DEAD, Status.DONE)
+    assert services.inbox.by_msg_id(failed["dead_untyped"]).event_type == "route.optimized"  # found by the API
+    assert status_of(services, failed["retrying"]) is Status.RETRYING
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--since", "yesterday"],
+        ["--since", "2h ago"],
+        ["--since", "2y"],
+        ["--since", "2026-13-01"],
+        ["--since", "2h", "--until", "soon"],
+        ["--since", "2h", "--status", "finished"],
+        ["--until", "2h"],
+    ],
+    ids=["word", "age-with-words", "unknown-unit", "bad-month", "bad-until", "bad-status", "no-since"],
+)
+def test_recover_rejects_bad_options(environ, services, sender, api, args):
+    """A time that is not a date, datetime or age, an unknown status, or no --since is a usage error (exit 2)."""
+    api.fail_first("route", ROUTE_ID, (403, {}, {"message": "Forbidden"}))
+    route_event(services, sender)
+    drain(services)
+    before = snapshot(services)
+    assert [event.status for event, _ in before.values()] == [Status.DEAD]
+    result = run(environ, "recover", *args)
+    assert result.exit_code == 2
+    assert "Usage:" in result.stderr
+    assert snapshot(services) == before
+
+
+NOW = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-28", datetime(2026, 11, 28, tzinfo=UTC)),
+        ("2026-11-28T14:30", datetime(2026, 11, 28, 14, 30, tzinfo=UTC)),
+        ("2026-11-28 14:30:15", datetime(2026, 11, 28, 14, 30, 15, tzinfo=UTC)),
+        ("2026-11-28T14:30+02:00", datetime(2026, 11, 28, 12, 30, tzinfo=UTC)),
+        ("2026-11-28T01:30-05:00", datetime(2026, 11, 28, 6, 30, tzinfo=UTC)),
+        ("2026-11-28T14:30Z", datetime(2026, 11, 28, 14, 30, tzinfo=UTC)),
+        ("45s", NOW - timedelta(seconds=45)),
+        ("30m", NOW - timedelta(minutes=30)),
+        ("6h", NOW - timedelta(hours=6)),
+        ("2d", NOW - timedelta(days=2)),
+        ("1w", NOW - timedelta(weeks=1)),
+        ("2 h", NOW - timedelta(hours=2)),
+        ("  3d\n", NOW - timedelta(days=3)),
+    ],
+)
+def test_parse_time_reads_dates_datetimes_and_ages(text, expected):
+    """parse_time reads ISO dates and datetimes (UTC unless zoned, converted to UTC) and ages before `now`."""
+    parsed = recovery.parse_time(text, now=NOW)
+    assert parsed == expected
+    assert parsed.utcoffset() == timedelta(0)
+
+
+def test_parse_time_reads_zoneless_times_as_utc_whatever_the_local_zone(monkeypatch):
+    """A date or time without a zone means UTC even on a machine whose local zone is not UTC."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert recovery.parse_time("2026-11-28T14:30") == datetime(2026, 11, 28, 14, 30, tzinfo=UTC)
+        assert recovery.parse_time("2026-11-28") == datetime(2026, 11, 28, tzinfo=UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2h ago", "-2h", "1.5h", "2y", "h", "2026-13-01", "28/11/2026"])
+def test_parse_time_rejects_what_is_not_a_time(text):
+    """Anything else is a ValueError that quotes the text and shows the accepted forms."""
+    with pytest.raises(ValueError, match="is not a time: use 2026-11-28") as raised:
+        recovery.parse_time(text, now=NOW)
+    assert repr(text.strip()) in str(raised.value)
+
+
+def test_parse_time_counts_ages_from_the_clock():
+    """Without `now`, an age counts back from the current time."""
+    before = datetime.now(UTC)
+    parsed = recovery.parse_time("2h")
+    assert before - timedelta(hours=2) <= parsed <= datetime.now(UTC) - timedelta(hours=2)
+
+
+# show -----------------------------------------------------------------------------------------------
+
+
+def section(lines: list[str], name: str, following: str | None) -> list[str]:
+    start = lines.index(name) + 1
+    return lines[start : lines.index(following)] if following else lines[start:]
+
+
+def stamp(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def test_show_prints_a_done_event_in_full(environ, services, sender, api, secret):
+    """`show` prints ids, status, attempts, type, request id, times, the result summary, the whole history
+    (received, claimed with attempt numbers, retrying with its error, done), headers and the pretty payload."""
+    api.fail_first("route", ROUTE_ID, (503, {}, {"message": "Service Unavailable"}))
+    msg_id = new_msg_id()
+    response = sender.send({"request_id": ROUTE_ID, "note": "Lagerhalle Süd"}, path="/webhook/route", msg_id=msg_id)
+    assert response.status_code == 200
+    event = services.inbox.by_msg_id(msg_id)
+    first = datetime.now(UTC)
+    assert services.processor.process(event.id, now=first) is Status.RETRYING
+    second = first + timedelta(seconds=defaults.RETRY_DELAYS[0])
+    assert services.processor.process(event.id, now=second) is Status.DONE
+
+    result = run(environ, "show", msg_id)
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:7] == [
+        f"message id    {msg_id}",
+        "status        done (attempts 2)",
+        "type          route.optimized  (URL path: route.optimized)",
+        f"request id    {ROUTE_ID}",
+        f"received      {stamp(event.received_at)}",
+        f"updated       {stamp(second)}",
+        f"result        {ROUTE_SUMMARY}",
+    ]
+    assert section(lines, "history", "headers") == [
+        f"  {stamp(event.received_at)}  received",
+        f"  {stamp(first)}  claimed (attempt 1)",
+        f"  {stamp(first)}  retrying (attempt 1): GET /optimize/route/{ROUTE_ID} answered 503",
+        f"  {stamp(second)}  claimed (attempt 2)",
+        f"  {stamp(second)}  done (attempt 2)",
+    ]
+    headers = section(lines, "headers", "payload")
+    assert headers == sorted(headers)
+    sent = response.request.headers
+    for line in (
+        "  content-type: application/json",
+        f"  svix-id: {msg_id}",
+        f"  svix-timestamp: {sent['svix-timestamp']}",
+        f"  svix-signature: {sent['svix-signature']}",
+    ):
+        assert line in headers
+    assert section(lines, "payload", None) == [
+        "  {",
+        f'    "request_id": "{ROUTE_ID}",',
+        '    "note": "Lagerhalle Süd"',
+        "  }",
+    ]
+    assert API_KEY not in result.output
+    assert secret not in result.output
+
+
+def test_show_prints_the_last_error_and_next_look_of_a_retrying_event(environ, services, sender, api):
+    """For an event still retrying, `show` prints the last error, when it is next looked at, and no result."""
+    event = route_event(services, sender, UNKNOWN_ID)
+    now = datetime.now(UTC)
+    assert services.processor.process(event.id, now=now) is Status.RETRYING
+    error = f"GET /optimize/route/{UNKNOWN_ID} answered 404: no result for this request id (yet)"
+
+    lines = run(environ, "show", event.msg_id).stdout.splitlines()
+
+    assert "status        retrying (attempts 1)" in lines
+    assert f"next look     {stamp(now + timedelta(seconds=defaults.RETRY_DELAYS[0]))}" in lines
+    assert f"last error    {error}" in lines
+    assert "result        -" in lines
+    assert section(lines, "history", "headers")[1:] == [
+        f"  {stamp(now)}  claimed (attempt 1)",
+        f"  {stamp(now)}  retrying (attempt 1): {error}",
+    ]
+
+
+def test_show_prints_a_body_that_is_not_json_as_it_came(environ, services, sender):
+    """An invalid event whose body is not JSON shows its error, type unknown, only `received` in history, and the
+    raw bytes."""
+    msg_id = new_msg_id()
+    assert sender.send("not json at all", msg_id=msg_id).status_code == 400
+
+    lines = run(environ, "show", msg_id).stdout.splitlines()
+
+    assert lines[1:4] == ["status        invalid (attempts 0)", "type          unknown yet", "request id    -"]
+    assert "last error    body is not JSON" in lines
+    assert len(section(lines, "history", "headers")) == 1
+    assert section(lines, "payload", None) == ["  b'not json at all'"]
+
+
+def test_show_unknown_id_exits_1(environ, services):
+    """`show` of a message id that is not stored says so on stderr and exits 1."""
+    result = run(environ, "show", "msg_nope")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == "no event with message id 'msg_nope'\n"
+
+
+# prune ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aged(services, sender, api) -> dict[str, StoredEvent]:
+    """An event in every status received 40 days ago, plus `done` events 10 days and 1 day old."""
+    for request_id in (ROUTE_2, ROUTE_3, ROUTE_4, ROUTE_5):
+        api.add_result("route", request_id)
+    api.fail_first("cluster", CLUSTER_ID, (403, {}, {"message": "Forbidden"}))
+    events = {
+        "done": route_event(services, sender),
+        "duplicate": route_event(services, sender),
+        "dead": deliver(sender, services.inbox, {"request_id": CLUSTER_ID}, "/webhook/cluster"),
+        "retrying": route_event(services, sender, UNKNOWN_ID),
+        "done_10_days": route_event(services, sender, ROUTE_4),
+        "done_1_day": route_event(services, sender, ROUTE_5),
+        "ignored": send_ignored(sender, services),
+        "invalid": send_invalid(sender, services),
+    }
+    drain(services)
+    events["received"] = route_event(services, sender, ROUTE_2)
+    events["processing"] = route_event(services, sender, ROUTE_3)
+    assert services.inbox.claim(events["processing"].id, 60) is not None
+    ages = {"done_10_days": timedelta(days=10), "done_1_day": timedelta(days=1)}
+    for name, event in events.items():
+        received_ago(services, event.msg_id, ages.get(name, timedelta(days=40)))
+    assert {name: status_of(services, e.msg_id) for name, e in events.items()} == {
+        name: Status(name.split("_")[0]) for name in events
+    }
+    return events
+
+
+def history_rows(services, event_ids: list[int]) -> int:
+    history = inbox_module.history
+    with services.inbox.engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(history).where(history.c.event_id.in_(event_ids)))
+
+
+FINISHED_OLD = {"done", "duplicate", "ignored"}
+
+
+@pytest.mark.parametrize(
+    ("args", "days", "deleted"),
+    [
+        ([], 30, FINISHED_OLD),
+        (["--older-than", "5"], 5, FINISHED_OLD | {"done_10_days"}),
+        (["--older-than", "2"], 2, FINISHED_OLD | {"done_10_days"}),
+        (["--older-than", "41"], 41, set()),
+        (["--include-failed"], 30, FINISHED_OLD | {"dead", "invalid"}),
+        (["--older-than", "5", "--include-failed"], 5, FINISHED_OLD | {"dead", "invalid", "done_10_days"}),
+    ],
+    ids=["default-30-days", "5-days", "minimum-2-days", "none-old-enough", "include-failed", "5-days-include-failed"],
+)
+def test_prune_deletes_only_old_finished_events_and_their_history(environ, services, aged, args, days, deleted):
+    """prune deletes finished events (and with --include-failed dead and invalid ones) received before the cutoff,
+    with their history, and never an event still to be processed; it prints the count."""
+    before = snapshot(services)
+    gone_ids = [aged[name].id for name in deleted]
+    assert history_rows(services, gone_ids) == sum(len(services.inbox.history_of(i)) for i in gone_ids)
+
+    result = run(environ, "prune", *args)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"pruned {len(deleted)} event(s) older than {days} days\n"
+    assert {name for name, e in aged.items() if services.inbox.get(e.id) is None} == deleted
+    assert history_rows(services, gone_ids) == 0
+    after = snapshot(services)
+    for name in set(aged) - deleted:
+        assert after[aged[name].msg_id] == before[aged[name].msg_id]
+    assert run(environ, "prune", *args).stdout == f"pruned 0 event(s) older than {days} days\n"
+
+
+@pytest.mark.parametrize("value", ["1", "0", "-3", "a week"])
+def test_prune_refuses_fewer_than_two_days(environ, services, sender, value):
+    """--older-than below 2 (or not a number) is a usage error (exit 2) and deletes nothing."""
+    event = route_event(services, sender)
+    drain(services)
+    received_ago(services, event.msg_id, timedelta(days=40))
+    before = snapshot(services)
+    result = run(environ, "prune", "--older-than", value)
+    assert result.exit_code == 2
+    assert "--older-than" in result.stderr
+    assert snapshot(services) == before
+
+
+def prune_task(services, minute: int = 17):
+    tasks = services.queue.huey.read_periodic(datetime(2026, 11, 28, 5, minute))
+    return [task for task in tasks if task.name == "prune"]
+
+
+def test_periodic_prune_deletes_old_finished_events(environ, services, aged):
+    """With PRUNE_AFTER_DAYS=3 the hourly `prune` task (at minute 17) deletes finished events older than 3 days."""
+    with services_with(environ, PRUNE_AFTER_DAYS="3") as (pruning, _):
+        assert prune_task(pruning, minute=16) == []
+        [task] = prune_task(pruning)
+        pruning.queue.huey.execute(task)
+    gone = {name for name, e in aged.items() if services.inbox.get(e.id) is None}
+    assert gone == FINISHED_OLD | {"done_10_days"}
+    assert history_rows(services, [aged[name].id for name in gone]) == 0
+
+
+def test_periodic_prune_does_nothing_without_prune_after_days(services, aged):
+    """Without PRUNE_AFTER_DAYS the hourly `prune` task runs and deletes nothing."""
+    before = snapshot(services)
+    [task] = prune_task(services)
+    services.queue.huey.execute(task)
+    assert snapshot(services) == before
+
+
+def test_prune_after_days_below_two_is_refused(environ):
+    """PRUNE_AFTER_DAYS=1 is a configuration error naming the variable, in the settings and on the command line."""
+    with pytest.raises(ConfigError, match="PRUNE_AFTER_DAYS"):
+        load_settings({**environ, "PRUNE_AFTER_DAYS": "1"}, env_file=None)
+    result = run(environ, "prune", PRUNE_AFTER_DAYS="1")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("configuration error: PRUNE_AFTER_DAYS")
+
+
+# History and giving work back -----------------------------------------------------------------------
+
+
+def test_history_records_every_step_in_order(environ, services, sender, api):
+    """The history holds claimed, retrying, done, duplicate, replayed, released and dead entries, in order, each
+    with its attempt number and error."""
+    api.fail_first("route", ROUTE_ID, (503, {}, {"message": "Service Unavailable"}))
+    event = route_event(services, sender)
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    assert services.processor.process(event.id, now=start) is Status.RETRYING
+    assert services.processor.process(event.id, now=start + 10 * SECOND) is Status.DONE
+    copy = route_event(services, sender)
+    assert services.processor.process(copy.id, now=start + 11 * SECOND) is Status.DUPLICATE
+
+    assert run(environ, "replay", event.msg_id).exit_code == 0
+    later = datetime.now(UTC) + SECOND
+    claim = services.inbox.claim(event.id, 60, now=later)
+    assert services.inbox.release(claim, now=later)
+    api.fail_first("route", ROUTE_ID, (403, {}, {"message": "Forbidden"}))
+    assert services.processor.process(event.id, now=later + SECOND) is Status.DEAD
+
+    history = services.inbox.history_of(event.id)
+    assert [(h.action, h.attempt) for h in history] == [
+        ("claimed", 1),
+        ("retrying", 1),
+        ("claimed", 2),
+        ("done", 2),
+        ("replayed", None),
+        ("claimed", 1),
+        ("released", 1),
+        ("claimed", 1),
+        ("dead", 1),
+    ]
+    errors = [h.error for h in history]
+    assert errors[:7] == [
+        None,
+        f"GET /optimize/route/{ROUTE_ID} answered 503",
+        None,
+        None,
+        "replayed as received",
+        None,
+        RELEASED,
+    ]
+    assert errors[7] is None
+    assert errors[8].startswith(REFUSED_KEY)
+    assert all(a.at <= b.at for a, b in itertools.pairwise(history))
+    assert story(services, copy.id) == [
+        ("claimed", 1, None),
+        ("duplicate", 1, f"route {ROUTE_ID} is handled by {event.msg_id}"),
+    ]
+
+
+class Gate:
+    """A handler that blocks its first call until told to go on."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.go_on = threading.Event()
+        self.calls = 0
+
+    def __call__(self, event, result) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            self.go_on.wait(10)
+
+
+def test_release_active_gives_back_an_unfinished_claim(services, sender, api):
+    """release_active gives back a claim still being worked on: retrying, due at once, attempt not counted, history
+    `released`; the cut-off worker's late finish changes nothing, and the next process() finishes it once."""
+    gate = Gate()
+    services.registry.subscribe("*", gate)
+    event = route_event(services, sender)
+    outcome: list[Status | None] = []
+    worker = threading.Thread(target=lambda: outcome.append(services.processor.process(event.id)))
+    worker.start()
+    try:
+        assert gate.entered.wait(10)
+        released_at = datetime.now(UTC)
+        assert services.processor.release_active(now=released_at) == 1
+    finally:
+        gate.go_on.set()
+        worker.join(10)
+    assert not worker.is_alive()
+
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts, row.claim_token, row.lease_until) == (Status.RETRYING, 0, None, None)
+    assert row.next_attempt_at == released_at
+    assert story(services, event.id) == [("claimed", 1, None), ("released", 1, RELEASED)]
+    assert outcome == [None]  # the late finish found its claim gone
+    assert services.inbox.due(now=released_at) == [event.id]
+    assert services.processor.release_active() == 0
+
+    assert services.processor.process(event.id, now=released_at) is Status.DONE
+    assert services.processor.process(event.id, now=released_at + SECOND) is None
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts) == (Status.DONE, 1)
+    assert [h[0] for h in story(services, event.id)] == ["claimed", "released", "claimed", "done"]
+    assert gate.calls == 2
+    assert api.fetches[("route", ROUTE_ID)] == 2
