@@ -26,7 +26,23 @@ from event_types import EventType
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 -- the prefix every signing secret starts with, not a secret
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
-SUPPORTED_QUEUES = ("sqlite",)
+SUPPORTED_QUEUES = ("sqlite", "postgresql", "redis", "rediss")
+# The PostgreSQL driver requirements.txt installs: psycopg 3. A URL without a driver (postgresql://…)
+# means it too (SQLAlchemy alone would look for psycopg2, which is not installed).
+POSTGRES_DRIVER = "psycopg"
+# For the error messages: what each URL is, its SQLite file, and examples of every kind.
+STORAGE_URLS = {
+    "DATABASE_URL": (
+        "database",
+        "sqlite:///instance/inbox.db",
+        "sqlite:///instance/inbox.db or postgresql+psycopg://user:password@host:5432/dbname",
+    ),
+    "QUEUE_URL": (
+        "queue",
+        "sqlite:///instance/queue.db",
+        "sqlite:///instance/queue.db, redis://host:6379/0 or postgresql+psycopg://user:password@host:5432/dbname",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,14 @@ def configure_logging(level: str) -> None:
     if level != "DEBUG":
         # Huey logs every task start and finish at INFO; the processor logs each outcome already.
         logging.getLogger("huey").setLevel(logging.WARNING)
+
+
+def ensure_parent_folder(setting: str, path: Path) -> None:
+    """Create the folder of a SQLite file, or say in one line which setting points where it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{setting} points at {path}, whose folder cannot be created: {exc.strerror}") from None
 
 
 def split_list(value: str) -> list[str]:
@@ -161,18 +185,33 @@ def parse_database_url(value: str) -> str:
 
 
 def parse_queue_url(value: str) -> str:
+    """sqlite:///file (one host), redis:// or rediss:// (RedisHuey), postgresql[+psycopg]:// (PostgresHuey)."""
     return _parse_storage_url("QUEUE_URL", value, SUPPORTED_QUEUES)
 
 
 def _parse_storage_url(name: str, value: str, supported: tuple[str, ...]) -> str:
+    """Check a DATABASE_URL or QUEUE_URL; a PostgreSQL URL comes back naming its driver (psycopg)."""
+    noun, sqlite_example, example = STORAGE_URLS[name]
     try:
         url = make_url(value)
     except ArgumentError:
-        raise ConfigError(f"{name} is not a database URL (for example sqlite:///instance/inbox.db)") from None
-    if url.get_backend_name() not in supported:
-        raise ConfigError(f"{name} uses {url.get_backend_name()!r}; supported: {', '.join(supported)}")
-    if url.get_backend_name() == "sqlite" and not url.database:
-        raise ConfigError(f"{name} needs a file path, such as sqlite:///instance/inbox.db")
+        raise ConfigError(f"{name} is not a {noun} URL (for example {example})") from None
+    backend = url.get_backend_name()
+    if backend not in supported:
+        raise ConfigError(f"{name} uses {backend!r}; supported: {', '.join(supported)} (for example {example})")
+    if backend == "sqlite" and not url.database:
+        raise ConfigError(f"{name} needs a file path, such as {sqlite_example}")
+    if backend == "postgresql":
+        driver = url.drivername.partition("+")[2]
+        if driver not in ("", POSTGRES_DRIVER):
+            raise ConfigError(
+                f"{name} names the driver {driver!r}, which is not installed: "
+                f"write postgresql+{POSTGRES_DRIVER}://… (psycopg 3)"
+            )
+        if not driver:
+            return f"postgresql+{POSTGRES_DRIVER}" + value.strip()[len(url.drivername) :]
+    if backend in ("redis", "rediss") and url.database and not url.database.isdigit():
+        raise ConfigError(f"{name} must end in a database number, such as redis://host:6379/0, not /{url.database}")
     return value
 
 

@@ -53,6 +53,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.types import TypeDecorator
 
 import defaults
+from config import ensure_parent_folder
 from errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ def create_db_engine(url: str) -> Engine:
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         if engine.url.database and engine.url.database != ":memory:":
-            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+            ensure_parent_folder("DATABASE_URL", Path(engine.url.database))
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

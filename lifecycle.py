@@ -10,6 +10,7 @@ then the lease and the reconciler recover the work.
 import logging
 import signal
 import threading
+import time
 from types import FrameType
 
 from werkzeug.serving import BaseWSGIServer
@@ -19,6 +20,9 @@ from services import Services
 log = logging.getLogger(__name__)
 
 HEALTH_CHECK_SECONDS = 10.0  # how often dead worker threads are replaced
+# How often the main thread wakes. A signal the kernel hands to another thread only sets a flag that
+# the main thread acts on when it wakes, so this bounds how late a stop is noticed.
+WAKE_SECONDS = 0.2
 
 
 def run_until_stopped(services: Services, server: BaseWSGIServer | None = None) -> None:
@@ -45,8 +49,11 @@ def run_until_stopped(services: Services, server: BaseWSGIServer | None = None) 
         http.start()
         log.info("listening on http://%s:%d/webhook", server.host, server.port)
 
-    while not stop.wait(HEALTH_CHECK_SECONDS):
-        consumer.check_worker_health()
+    next_health_check = time.monotonic() + HEALTH_CHECK_SECONDS
+    while not stop.wait(WAKE_SECONDS):
+        if time.monotonic() >= next_health_check:
+            consumer.check_worker_health()
+            next_health_check = time.monotonic() + HEALTH_CHECK_SECONDS
 
     if server is not None and http is not None:
         server.shutdown()  # no new deliveries: Svix retries them against the next process

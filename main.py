@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import click
 import requests
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.serving import make_server
 
 import recovery
@@ -55,6 +56,9 @@ def open_services() -> Iterator[Services]:
         services = Services.build(settings)
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+    except SQLAlchemyError as exc:  # the database is down, or refuses the connection
+        click.echo(f"cannot open the inbox database (DATABASE_URL): {type(exc).__name__}", err=True)
         sys.exit(2)
     try:
         yield services

@@ -104,7 +104,7 @@ def test_secrets_and_key_stay_out_of_the_repr():
         ({"OPTIPICK_API_URL": "https://api.example.com/?x=1"}, "OPTIPICK_API_URL", "base URL"),
         ({"DATABASE_URL": "not a url"}, "DATABASE_URL", "not a database URL"),
         ({"DATABASE_URL": "mysql://localhost/x"}, "DATABASE_URL", "supported"),
-        ({"QUEUE_URL": "redis://localhost:6379"}, "QUEUE_URL", "supported"),
+        ({"QUEUE_URL": "amqp://localhost:5672"}, "QUEUE_URL", "supported"),
         ({"PORT": "eighty"}, "PORT", "whole number"),
         ({"PORT": "70000"}, "PORT", "between 1 and 65535"),
         ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES", "at least"),
