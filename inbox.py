@@ -344,8 +344,11 @@ class Inbox:
         step. A `dead` holder gives the optimization up, so a later message for it gets its chance.
         """
         key = f"{kind}:{request_id}"
+        # The type first, on its own: a duplicate also shows what it was a duplicate of.
+        if not self._update_claimed(claim, kind=kind, event_type=event_type):
+            return False
         try:
-            return self._update_claimed(claim, optimization_key=key, kind=kind, event_type=event_type)
+            return self._update_claimed(claim, optimization_key=key)
         except IntegrityError:
             pass
         with self.engine.begin() as conn:
@@ -357,7 +360,7 @@ class Inbox:
         if not released:
             return False
         try:
-            return self._update_claimed(claim, optimization_key=key, kind=kind, event_type=event_type)
+            return self._update_claimed(claim, optimization_key=key)
         except IntegrityError:  # another message took it first
             return False
 

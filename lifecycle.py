@@ -25,24 +25,40 @@ HEALTH_CHECK_SECONDS = 10.0  # how often dead worker threads are replaced
 WAKE_SECONDS = 0.2
 
 
-def run_until_stopped(services: Services, server: BaseWSGIServer | None = None) -> None:
+class StopSignals:
+    """SIGINT and SIGTERM, both meaning "stop gracefully", caught from the moment this is created
+    (so a stop during start-up is graceful too, not a traceback)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.install()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if not self._event.is_set():
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            self._event.set()
+
+    def received(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+
+def run_until_stopped(services: Services, stop: StopSignals, server: BaseWSGIServer | None = None) -> None:
     """Run a Huey consumer (and `server`, if given, in a thread) until SIGINT or SIGTERM."""
     settings = services.settings
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():
-            return
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
+    if stop.received():  # stopped while starting up
+        return
     # Pick up at once whatever a stopped process left behind (the periodic run is once a minute).
     services.processor.reconcile()
     consumer = services.queue.consumer(workers=settings.worker_threads, shutdown_timeout=settings.shutdown_grace)
     consumer.start()
-    # After consumer.start(), which installs Huey's handlers: ours make both signals graceful.
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop.install()  # again: consumer.start() installs Huey's own, which treat SIGTERM as "stop now"
     http = None
     if server is not None:
         http = threading.Thread(target=server.serve_forever, name="http", daemon=True)

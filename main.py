@@ -30,7 +30,7 @@ from checks import run_checks
 from config import Settings, configure_logging, load_settings
 from errors import ConfigError
 from inbox import Status, StoredEvent
-from lifecycle import run_until_stopped
+from lifecycle import StopSignals, run_until_stopped
 from services import Services
 from signatures import signed_headers
 from webapp import create_app
@@ -77,17 +77,19 @@ def cli(ctx: click.Context) -> None:
 @cli.command()
 def serve() -> None:
     """Serve POST /webhook and process deliveries in the same process."""
+    stop = StopSignals()
     with open_services() as services:
         settings = services.settings
         server = make_server(settings.host, settings.port, create_app(services=services), threaded=True)
-        run_until_stopped(services, server)
+        run_until_stopped(services, stop, server)
 
 
 @cli.command()
 def worker() -> None:
     """Process deliveries only (run the web side under gunicorn)."""
+    stop = StopSignals()
     with open_services() as services:
-        run_until_stopped(services)
+        run_until_stopped(services, stop)
 
 
 @cli.command()

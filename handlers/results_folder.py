@@ -2,23 +2,41 @@
 
 Written to a temporary file in the same folder, flushed to disk and renamed over the target, so a
 reader never sees half a file and handling a result twice leaves one file with the same content.
+Temporary files left by a process killed mid-write are removed when the next process starts.
 """
 
+import contextlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from handlers.registry import Event
 from results import Result
 
+# A temporary file older than this was left by a process killed mid-write: no writer is still on it.
+STALE_TEMPORARY_SECONDS = 600
+
 
 class ResultsFolder:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.remove_stale_temporaries()
 
     def __repr__(self) -> str:
         return f"ResultsFolder({str(self.root)!r})"
+
+    def remove_stale_temporaries(self, now: float | None = None) -> int:
+        """Delete the temporary files of writes cut off by a crash; return how many."""
+        cutoff = (now or time.time()) - STALE_TEMPORARY_SECONDS
+        removed = 0
+        for temporary in self.root.glob("*/.*.json.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):  # another process may clean up at the same time
+                if temporary.stat().st_mtime < cutoff:
+                    temporary.unlink()
+                    removed += 1
+        return removed
 
     def path_for(self, event: Event) -> Path:
         # Intake only accepts request ids of [A-Za-z0-9_-], so the id is a safe file name.

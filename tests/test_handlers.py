@@ -393,3 +393,28 @@ def test_bad_handler_module_is_a_config_error(environ, modules, message):
     with pytest.raises(ConfigError, match="HANDLER_MODULES") as raised:
         build_registry(settings)
     assert message in str(raised.value)
+
+
+def test_results_folder_removes_temporary_files_left_by_a_crash(tmp_path):
+    """Temporary files of an interrupted write are removed at start-up once stale; fresh ones are left alone."""
+    import os
+    import time
+
+    from handlers.results_folder import STALE_TEMPORARY_SECONDS, ResultsFolder
+
+    kind = tmp_path / "route"
+    kind.mkdir()
+    stale = kind / f".{ROUTE_ID}.json.abc123.tmp"
+    fresh = kind / f".{CLUSTER_ID}.json.def456.tmp"
+    result = kind / f"{ROUTE_ID}.json"
+    for path in (stale, fresh, result):
+        path.write_text("{}")
+    old = time.time() - STALE_TEMPORARY_SECONDS - 5
+    os.utime(stale, (old, old))
+    os.utime(result, (old, old))
+
+    ResultsFolder(tmp_path)
+
+    assert not stale.exists()
+    assert fresh.exists()
+    assert result.exists()

@@ -774,3 +774,15 @@ def test_type_priority(environ, api, payload, path, kind, request_id):
         assert stored.kind == kind
         _processed(services, stored)
     assert api.fetches == {(kind, request_id): 1}
+
+
+def test_a_duplicate_found_by_asking_the_api_keeps_its_detected_type(api, services, sender):
+    """An untyped second message for a processed optimization is a duplicate and still records the kind the API told."""
+    first = deliver(sender, services.inbox, {"request_id": CLUSTER_ID}, path="/webhook/cluster")
+    assert drain(services) == 1
+    second = deliver(sender, services.inbox, {"request_id": CLUSTER_ID})
+    assert drain(services) == 1
+    row = services.inbox.get(second.id)
+    assert row.status is Status.DUPLICATE
+    assert first.msg_id in row.last_error
+    assert (row.kind, row.event_type) == ("cluster", "cluster.optimized")

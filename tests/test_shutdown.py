@@ -8,6 +8,7 @@ is still noticed at once.
 """
 
 import ctypes
+import errno
 import os
 import signal
 import sys
@@ -101,12 +102,20 @@ def send_to_thread(process: Process, signum: int, main_thread: bool = True) -> N
     """Send `signum` to the process's main thread, or else to another of its threads, with tgkill(2): the
     kernel may deliver a process-directed signal to either."""
     pid = process.popen.pid
-    others = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
-    assert others, "the receiver runs no other thread"
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.tgkill(pid, pid if main_thread else others[-1], signum) != 0:
+    if main_thread:
+        targets = [pid]
+    else:
+        # Oldest first: the consumer's long-lived threads, not a request thread that may be gone already.
+        targets = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+        assert targets, "the receiver runs no other thread"
+    for tid in targets:
+        if libc.tgkill(pid, tid, signum) == 0:
+            return
         error = ctypes.get_errno()
-        raise OSError(error, os.strerror(error))
+        if error != errno.ESRCH:  # a thread that ended meanwhile: try the next one
+            raise OSError(error, os.strerror(error))
+    raise ProcessLookupError(f"no thread of {pid} took the signal")
 
 
 def completed_line(msg_id: str) -> str:
