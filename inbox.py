@@ -448,8 +448,9 @@ class Inbox:
 
         Due are: `received` events not claimed in time (their task was lost, or never enqueued),
         `retrying` events whose time has come, and `processing` events whose lease ran out.
-        Rows another reconciler is looking at are skipped (FOR UPDATE SKIP LOCKED on PostgreSQL;
-        SQLite runs one writer at a time anyway), so reconcilers may run side by side.
+        On PostgreSQL, rows another reconciler is handing out are skipped (FOR UPDATE SKIP LOCKED). On
+        SQLite two reconcilers may hand out the same event; that only queues it twice, and its claim
+        lets one worker in.
         """
         now = now or utcnow()
         waiting = events.c.status.in_([Status.RECEIVED, Status.RETRYING]) & (events.c.next_attempt_at <= now)

@@ -9,7 +9,7 @@ from handlers import Registry, build_registry
 from inbox import Inbox
 from optipick_client import OptiPickClient
 from processing import Processor, RetryPolicy
-from work_queue import WorkQueue, create_huey
+from work_queue import WorkQueue, close_huey, create_huey
 
 
 @dataclass
@@ -44,4 +44,5 @@ class Services:
 
     def close(self) -> None:
         self.client.close()
+        close_huey(self.queue.huey)
         self.inbox.engine.dispose()

@@ -10,14 +10,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from huey import SqliteHuey, crontab
+import psycopg
+from huey import PostgresHuey, RedisHuey, SqliteHuey, crontab
 from huey.api import Huey
 from huey.consumer import Consumer
-from sqlalchemy.engine import make_url
+from psycopg.conninfo import make_conninfo
+from sqlalchemy.engine import URL, make_url
+
+from config import ensure_parent_folder
+from errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "optipick-webhooks"
+REDIS_SCHEMES = ("redis", "rediss")
 
 
 class Worker(Protocol):
@@ -29,13 +35,59 @@ Pruner = Callable[[], int]
 
 
 def create_huey(queue_url: str) -> Huey:
-    """A Huey instance for QUEUE_URL. Only SQLite so far: sqlite:///path/to/queue.db."""
+    """A Huey instance for QUEUE_URL (config.parse_queue_url has checked it):
+
+    - sqlite:///path/to/queue.db: one host only (the default);
+    - redis://[:password@]host:6379/0 (rediss:// for TLS): RedisHuey;
+    - postgresql://… or postgresql+psycopg://…: PostgresHuey, its tables (huey_task, huey_schedule, …)
+      in the database and search_path the URL names, which may be the inbox's own.
+
+    No result store anywhere: the inbox is the durable record, and nothing reads a task's return value.
+    """
     url = make_url(queue_url)
+    backend = url.get_backend_name()
+    if backend in REDIS_SCHEMES:
+        return RedisHuey(QUEUE_NAME, url=queue_url, results=False)
+    if backend == "postgresql":
+        return _postgres_huey(url)
     path = Path(url.database or "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # No fsync and no result store: the inbox is the durable record, so a task lost with the last
-    # unsynced page costs nothing but a reconciler pass, and the request path stays fast.
+    ensure_parent_folder("QUEUE_URL", path)
+    # No fsync: a task lost with the last unsynced page costs nothing but a reconciler pass, and the
+    # request path stays fast.
     return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, fsync=False)
+
+
+def close_huey(huey: Huey) -> None:
+    """Close the connections a Huey instance holds (PostgreSQL warns about unclosed ones)."""
+    huey.storage.close()
+    pool = getattr(huey.storage, "pool", None)  # Redis keeps a connection pool
+    if pool is not None:
+        pool.disconnect()
+
+
+def _postgres_huey(url: URL) -> Huey:
+    # The same URL as SQLAlchemy reads it, as libpq connection parameters (user, password, host, port,
+    # dbname, and query parameters such as sslmode or options=-csearch_path=…).
+    params = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+        **{key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()},
+    }
+    dsn = make_conninfo(**{key: value for key, value in params.items() if value is not None})
+    try:
+        try:
+            return PostgresHuey(QUEUE_NAME, dsn=dsn, results=False)
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject, psycopg.errors.DuplicateTable):
+            # Processes starting together (gunicorn's workers, several consumers) race to create Huey's
+            # tables; "create table if not exists" can still fail for the loser while the winner commits.
+            # The winner has committed by now, so a second look finds the tables there.
+            return PostgresHuey(QUEUE_NAME, dsn=dsn, results=False)
+    except psycopg.OperationalError as exc:  # Huey connects at once, to create its tables
+        reason = (str(exc).strip().splitlines() or [""])[0]  # libpq's messages never include the password
+        raise ConfigError(f"QUEUE_URL: cannot connect to PostgreSQL ({reason})") from None
 
 
 class WorkQueue:
@@ -44,7 +96,10 @@ class WorkQueue:
         self._worker: Worker | None = None
         self._pruner: Pruner | None = None
         self._process = huey.task(name="process_event")(self._run_process)
-        # Every minute. It is idempotent, so a second consumer running it too does no harm.
+        # Every minute, on every consumer (python main.py, each python main.py worker, on every host).
+        # Running it side by side is safe: on PostgreSQL, Inbox.due hands out rows with FOR UPDATE SKIP
+        # LOCKED, so two reconcilers do not take the same rows in one pass; and an event enqueued twice
+        # anyway is still run once, because a worker's claim is a compare-and-set only one can win.
         self._reconcile = huey.periodic_task(crontab(), name="reconcile")(self._run_reconcile)
         # Hourly, when PRUNE_AFTER_DAYS is set; also harmless to run twice.
         self._prune = huey.periodic_task(crontab(minute="17"), name="prune")(self._run_prune)

@@ -1,19 +1,33 @@
 """Shared fixtures: the real app on temporary SQLite files, a real local stand-in for the OptiPick API,
-and deliveries signed for real with the svix library."""
+and deliveries signed for real with the svix library.
+
+A test that requests the `backend` fixture runs three times: on SQLite files (`sqlite`), and on a
+PostgreSQL inbox with a Redis queue (`postgres+redis`) or a PostgreSQL queue (`postgres+pghuey`),
+against the servers named by TEST_DATABASE_URL and TEST_REDIS_URL. Without those variables the
+PostgreSQL/Redis runs are skipped, or fail when CI=true (CI must run them). Each PostgreSQL run gets a
+schema of its own (the inbox's and Huey's tables both), dropped afterwards; each Redis run flushes its
+database index first. Tests that do not request `backend` run on SQLite as before.
+"""
 
 import base64
 import json
+import os
 import secrets
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 from svix.webhooks import Webhook
 from werkzeug.test import TestResponse
 
@@ -72,15 +86,154 @@ def api() -> Iterator[StandInApi]:
         yield standin
 
 
+# Backends ---------------------------------------------------------------------------------------
+
+BACKENDS = ("sqlite", "postgres+redis", "postgres+pghuey")
+TEST_DATABASE_URL = "TEST_DATABASE_URL"  # e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL = "TEST_REDIS_URL"  # e.g. redis://127.0.0.1:6379/15 (flushed by every test that uses it)
+SERVER_TIMEOUT_SECONDS = 3
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where one test's inbox (DATABASE_URL) and queue (QUEUE_URL) live."""
+
+    name: str
+    database_url: str
+    queue_url: str
+
+    @property
+    def postgres(self) -> bool:
+        return self.name.startswith("postgres")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+_server_problems: dict[str, str | None] = {}  # variable -> why its server cannot be used (None: it can)
+
+
+def _check_postgres(url: str) -> None:
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": SERVER_TIMEOUT_SECONDS})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+    finally:
+        engine.dispose()
+
+
+def _check_redis(url: str) -> None:
+    client = redis.Redis.from_url(url, socket_timeout=SERVER_TIMEOUT_SECONDS)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def server_url(variable: str) -> str:
+    """The URL of a test server from `variable`: skips the test when it is not set (fails under CI=true),
+    and fails it when the server does not answer."""
+    url = os.environ.get(variable, "").strip()
+    if not url:
+        reason = f"{variable} is not set: the PostgreSQL/Redis variants need a server (see README, Scaling out)"
+        if _in_ci():
+            pytest.fail(f"{reason}; CI must run them", pytrace=False)
+        pytest.skip(reason)
+    if variable not in _server_problems:  # ask each server once per session
+        check = _check_postgres if variable == TEST_DATABASE_URL else _check_redis
+        try:
+            check(url)
+            _server_problems[variable] = None
+        except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            _server_problems[variable] = f"{type(exc).__name__}: {first_line}"
+    problem = _server_problems[variable]
+    if problem is not None:
+        pytest.fail(f"{variable} is set but its server does not answer ({problem})", pytrace=False)
+    return url
+
+
+def postgres_base_url() -> str:
+    """TEST_DATABASE_URL with psycopg as its driver."""
+    return (
+        make_url(server_url(TEST_DATABASE_URL))
+        .set(drivername="postgresql+psycopg")
+        .render_as_string(hide_password=False)
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[Any]:
+    """An engine on TEST_DATABASE_URL for creating and dropping the tests' schemas."""
+    engine = create_engine(postgres_base_url(), poolclass=NullPool)
+    yield engine
+    engine.dispose()
+
+
+def schema_url(base_url: str, schema: str) -> str:
+    """`base_url` with `schema` first on its search_path, for the inbox and for Huey alike."""
+    url = make_url(base_url)
+    options = url.query.get("options", "")
+    options = options if isinstance(options, str) else " ".join(options)
+    return url.update_query_dict({"options": f"{options} -csearch_path={schema}".strip()}).render_as_string(
+        hide_password=False
+    )
+
+
 @pytest.fixture
-def environ(tmp_path: Path, secret: str, api: StandInApi) -> dict[str, str]:
-    """The environment of a receiver using temporary SQLite files and the stand-in API."""
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema of this test's own, dropped afterwards."""
+    base = postgres_base_url()
+    admin = request.getfixturevalue("postgres_admin")
+    schema = "test_" + uuid.uuid4().hex[:16]
+    with admin.begin() as conn:
+        conn.execute(text(f'create schema "{schema}"'))
+    yield schema_url(base, schema)
+    with admin.begin() as conn:
+        # Bounded: a connection a test left in a transaction must fail the drop, not hang the run.
+        conn.execute(text("set local lock_timeout = '10s'"))
+        conn.execute(text(f'drop schema "{schema}" cascade'))
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """TEST_REDIS_URL, its database index emptied first."""
+    url = server_url(TEST_REDIS_URL)
+    client = redis.Redis.from_url(url, socket_timeout=SERVER_TIMEOUT_SECONDS)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """The inbox and queue of one run: SQLite files, PostgreSQL + Redis, or PostgreSQL for both."""
+    name = request.param
+    if name == "sqlite":
+        return Backend(name, f"sqlite:///{tmp_path / 'inbox.db'}", f"sqlite:///{tmp_path / 'queue.db'}")
+    database_url = request.getfixturevalue("postgres_url")
+    queue_url = request.getfixturevalue("redis_url") if name == "postgres+redis" else database_url
+    return Backend(name, database_url, queue_url)
+
+
+@pytest.fixture
+def environ(request: pytest.FixtureRequest, tmp_path: Path, secret: str, api: StandInApi) -> dict[str, str]:
+    """The environment of a receiver using temporary SQLite files (or the test's `backend`, when it asks
+    for one) and the stand-in API."""
+    database_url = f"sqlite:///{tmp_path / 'inbox.db'}"
+    queue_url = f"sqlite:///{tmp_path / 'queue.db'}"
+    if "backend" in request.fixturenames:
+        chosen: Backend = request.getfixturevalue("backend")
+        database_url, queue_url = chosen.database_url, chosen.queue_url
     return {
         "WEBHOOK_SECRET": secret,
         "OPTIPICK_API_KEY": API_KEY,
         "OPTIPICK_API_URL": api.url,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'inbox.db'}",
-        "QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+        "DATABASE_URL": database_url,
+        "QUEUE_URL": queue_url,
         "RESULTS_DIR": str(tmp_path / "results"),
     }
 
@@ -136,7 +289,8 @@ def drain(services: Services, limit: int = 100) -> int:
     """Run every task waiting in the real queue, in this thread; return how many ran."""
     huey = services.queue.huey
     ran = 0
-    while ran < limit and (task := huey.dequeue()) is not None:
+    # pending_count first: Redis and PostgreSQL dequeues block for a second when the queue is empty.
+    while ran < limit and huey.pending_count() and (task := huey.dequeue()) is not None:
         huey.execute(task)
         ran += 1
     return ran
