@@ -93,7 +93,7 @@ def check_database(settings: Settings) -> Check:
         inbox.ping()
         count = inbox.count()
     finally:
-        inbox.engine.dispose()
+        inbox.close()
     where = inbox.engine.url.render_as_string(hide_password=True)
     return Check("database", True, f"{where}: schema version {SCHEMA_VERSION}, {count} event(s)")
 

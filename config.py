@@ -24,6 +24,26 @@ import defaults
 from errors import ConfigError
 from event_types import EventType
 
+# Every environment variable the service reads (documented in .env.example and the README).
+SETTING_NAMES = (
+    "WEBHOOK_SECRET",
+    "OPTIPICK_API_KEY",
+    "OPTIPICK_API_URL",
+    "DATABASE_URL",
+    "QUEUE_URL",
+    "HOST",
+    "PORT",
+    "RESULTS_DIR",
+    "MAX_BODY_BYTES",
+    "WEBHOOK_DEFAULT_EVENT_TYPE",
+    "LOG_LEVEL",
+    "MAX_ATTEMPTS",
+    "WORKER_THREADS",
+    "LEASE_SECONDS",
+    "SHUTDOWN_GRACE_SECONDS",
+    "PRUNE_AFTER_DAYS",
+    "HANDLER_MODULES",
+)
 SECRET_PREFIX = "whsec_"  # noqa: S105 -- the prefix every signing secret starts with, not a secret
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 SUPPORTED_QUEUES = ("sqlite", "postgresql", "redis", "rediss")

@@ -49,6 +49,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.types import TypeDecorator
 
@@ -212,34 +213,46 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def create_db_engine(url: str) -> Engine:
-    """An engine for DATABASE_URL. SQLite gets WAL with synchronous=FULL: an acknowledged delivery
-    must survive a power cut, and WAL with NORMAL can lose the last commits."""
-    engine = create_engine(url, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
-        if engine.url.database and engine.url.database != ":memory:":
-            ensure_parent_folder("DATABASE_URL", Path(engine.url.database))
+def create_db_engine(url: str, synchronous: str = "FULL") -> Engine:
+    """An engine for DATABASE_URL. SQLite runs in WAL mode with the given `synchronous` level."""
+    if make_url(url).get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url)  # a local file: no connection to go stale, so no ping per checkout
+    if engine.url.database and engine.url.database != ":memory:":
+        ensure_parent_folder("DATABASE_URL", Path(engine.url.database))
 
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute(f"PRAGMA busy_timeout={defaults.SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.close()
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute(f"PRAGMA busy_timeout={defaults.SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
 
     return engine
 
 
 class Inbox:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, bookkeeping: Engine | None = None) -> None:
+        """`engine` stores deliveries and serves the commands; `bookkeeping` (the same by default)
+        records the workers' progress: claims, leases, outcomes, history."""
         self.engine = engine
+        self._bookkeeping = bookkeeping or engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        # Built once: the request path runs it for every delivery.
+        self._add = self._insert(events).on_conflict_do_nothing(index_elements=["msg_id"]).returning(*events.c)
 
     @classmethod
     def open(cls, url: str) -> "Inbox":
-        """Connect, create the tables on first use, and refuse a database of another schema version."""
-        inbox = cls(create_db_engine(url))
+        """Connect, create the tables on first use, and refuse a database of another schema version.
+
+        On SQLite an acknowledged delivery is committed with synchronous=FULL, so it survives a power
+        cut (WAL with NORMAL can lose the last commits). The workers' bookkeeping uses NORMAL: a power
+        cut can at worst undo the last few claims or outcomes, which makes those events run again,
+        as a crash would, and saves an fsync on each of the four writes that process an event.
+        """
+        bookkeeping = create_db_engine(url, synchronous="NORMAL") if url.startswith("sqlite") else None
+        inbox = cls(create_db_engine(url), bookkeeping)
         try:
             metadata.create_all(inbox.engine)
         except (OperationalError, IntegrityError, ProgrammingError):
@@ -293,11 +306,16 @@ class Inbox:
             # Until a worker claims it, the reconciler leaves a new event to the task enqueued with it.
             "next_attempt_at": now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS),
         }
-        statement = self._insert(events).values(**values).on_conflict_do_nothing(index_elements=["msg_id"])
         with self.engine.begin() as conn:
-            created = conn.execute(statement.returning(events.c.id)).first() is not None
-            row = conn.execute(select(events).where(events.c.msg_id == delivery.msg_id)).one()
+            row = conn.execute(self._add, values).first()
+            created = row is not None
+            if not created:  # a redelivery: answer as the stored row says
+                row = conn.execute(select(events).where(events.c.msg_id == delivery.msg_id)).one()
         return Added(StoredEvent.from_row(row), created)
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self._bookkeeping.dispose()
 
     # Processing -------------------------------------------------------------------------------
 
@@ -313,7 +331,7 @@ class Inbox:
             (events.c.status == Status.RETRYING) & (events.c.next_attempt_at <= now),
             (events.c.status == Status.PROCESSING) & (events.c.lease_until < now),
         )
-        with self.engine.begin() as conn:
+        with self._bookkeeping.begin() as conn:
             claimed = conn.execute(
                 update(events)
                 .where(events.c.id == event_id, claimable)
@@ -336,6 +354,12 @@ class Inbox:
         now = now or utcnow()
         return self._update_claimed(claim, lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
 
+    def holds(self, claim: Claim) -> bool:
+        """Whether the claim is still the worker's own (a read: no write, no lock)."""
+        with self._bookkeeping.connect() as conn:
+            token = conn.scalar(select(events.c.claim_token).where(events.c.id == claim.event.id))
+        return token == claim.token
+
     def reserve_optimization(self, claim: Claim, kind: str, request_id: str, event_type: str) -> bool:
         """Make this event the one that processes `kind` result `request_id`.
 
@@ -351,7 +375,7 @@ class Inbox:
             return self._update_claimed(claim, optimization_key=key)
         except IntegrityError:
             pass
-        with self.engine.begin() as conn:
+        with self._bookkeeping.begin() as conn:
             released = conn.execute(
                 update(events)
                 .where(events.c.optimization_key == key, events.c.status == Status.DEAD)
@@ -366,7 +390,7 @@ class Inbox:
 
     def holder_of(self, kind: str, request_id: str) -> str | None:
         """The msg_id of the event that holds an optimization, if any."""
-        with self.engine.connect() as conn:
+        with self._bookkeeping.connect() as conn:
             return conn.scalar(select(events.c.msg_id).where(events.c.optimization_key == f"{kind}:{request_id}"))
 
     def finish(
@@ -423,7 +447,7 @@ class Inbox:
         self, claim: Claim, record: tuple[datetime, str, str | None] | None = None, **values: Any
     ) -> bool:
         """Apply `values` only while the claim is still ours, appending `record` to the history if so."""
-        with self.engine.begin() as conn:
+        with self._bookkeeping.begin() as conn:
             updated = conn.execute(
                 update(events)
                 .where(events.c.id == claim.event.id, events.c.claim_token == claim.token)
@@ -462,7 +486,7 @@ class Inbox:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        with self.engine.begin() as conn:
+        with self._bookkeeping.begin() as conn:
             ids = list(conn.scalars(query))
             if ids:
                 later = now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 import defaults
 from errors import ApiUnavailable, AuthenticationError, RateLimited, ResultNotFound
@@ -35,10 +36,16 @@ class OptiPickClient:
         api_key: str,
         *,
         timeout: tuple[float, float] = defaults.API_TIMEOUT,
+        connections: int = 10,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        # One kept-alive connection per worker thread; requests keeps 10 by default, so more threads
+        # would open and close a connection for every fetch.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(10, connections))
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
         self.session.headers.update({"X-API-KEY": api_key, "Accept": "application/json", "User-Agent": USER_AGENT})
 
     def __repr__(self) -> str:

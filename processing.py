@@ -131,7 +131,7 @@ class Processor:
 
         if result is None:
             result = self.client.fetch(event_type.kind, request_id)
-        if not self.inbox.renew(claim, self.lease_seconds, clock()):
+        if not self._still_ours(claim, clock()):
             log.warning("%s: lost its claim while fetching; leaving it to the new owner", stored.msg_id)
             return None
 
@@ -150,6 +150,16 @@ class Processor:
         if status is Status.DONE:
             log.info("%s: done (%s %s, %d handler(s))", stored.msg_id, event.type, request_id, handled)
         return status
+
+    def _still_ours(self, claim: Claim, now: datetime) -> bool:
+        """Before the handlers run: is the claim still ours, with enough lease left for them?
+
+        Renewing is a write; while more than half the lease is left, a read answers the question.
+        """
+        assert claim.event.lease_until is not None
+        if claim.event.lease_until - now > timedelta(seconds=self.lease_seconds / 2):
+            return self.inbox.holds(claim)
+        return self.inbox.renew(claim, self.lease_seconds, now)
 
     def _finish(
         self,

@@ -25,7 +25,9 @@ class Services:
     def build(cls, settings: Settings) -> "Services":
         inbox = Inbox.open(settings.database_url)
         queue = WorkQueue(create_huey(settings.queue_url))
-        client = OptiPickClient(settings.optipick_api_url, settings.optipick_api_key)
+        client = OptiPickClient(
+            settings.optipick_api_url, settings.optipick_api_key, connections=settings.worker_threads
+        )
         registry = build_registry(settings)
         processor = Processor(
             inbox,
@@ -45,4 +47,4 @@ class Services:
     def close(self) -> None:
         self.client.close()
         close_huey(self.queue.huey)
-        self.inbox.engine.dispose()
+        self.inbox.close()

@@ -14,29 +14,13 @@ from typing import Any
 import requests
 from conftest import PROJECT_DIR, new_msg_id, signed_headers
 
+from config import SETTING_NAMES
+
 TESTS_DIR = Path(__file__).resolve().parent
 
 # Every variable config.load_settings reads. Each is passed (blank when the test does not set it), so a
 # stray .env beside main.py cannot fill one in: a blank value wins over the file and means "not set".
-CONFIG_VARIABLES = (
-    "WEBHOOK_SECRET",
-    "OPTIPICK_API_KEY",
-    "OPTIPICK_API_URL",
-    "DATABASE_URL",
-    "QUEUE_URL",
-    "HOST",
-    "PORT",
-    "RESULTS_DIR",
-    "MAX_BODY_BYTES",
-    "WEBHOOK_DEFAULT_EVENT_TYPE",
-    "LOG_LEVEL",
-    "MAX_ATTEMPTS",
-    "WORKER_THREADS",
-    "LEASE_SECONDS",
-    "SHUTDOWN_GRACE_SECONDS",
-    "PRUNE_AFTER_DAYS",
-    "HANDLER_MODULES",
-)
+CONFIG_VARIABLES = SETTING_NAMES
 # What a Python process needs from the outer environment; nothing else leaks in.
 PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "SYSTEMROOT")
 
