@@ -18,6 +18,7 @@ Times are UTC, taken from the caller's clock (`now=`), stored without a zone.
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ FINAL_STATUSES = frozenset({Status.DONE, Status.IGNORED, Status.INVALID, Status.
 
 # The version of the tables below. Raise it with any change to them, together with the upgrade.
 SCHEMA_VERSION = 1
+SCHEMA_CREATE_LOOKS = 5
 
 
 class UTCDateTime(TypeDecorator):
@@ -253,13 +255,18 @@ class Inbox:
         """
         bookkeeping = create_db_engine(url, synchronous="NORMAL") if url.startswith("sqlite") else None
         inbox = cls(create_db_engine(url), bookkeeping)
-        try:
-            metadata.create_all(inbox.engine)
-        except (OperationalError, IntegrityError, ProgrammingError):
-            # Several processes starting at once (gunicorn's workers) can race between "is the table
-            # there?" and "create it"; the loser finds it there on a second look. (PostgreSQL reports
-            # the race as a unique violation on its catalog, or as DuplicateTable: a ProgrammingError.)
-            metadata.create_all(inbox.engine)
+        # Several processes starting at once (gunicorn's workers) race between "is the table there?"
+        # and "create it" for each table; a loser finds more tables there at every look, so a few
+        # looks settle it. (PostgreSQL reports the race as a unique violation on its catalog, or as
+        # DuplicateTable: a ProgrammingError.)
+        for look in range(1, SCHEMA_CREATE_LOOKS + 1):
+            try:
+                metadata.create_all(inbox.engine)
+                break
+            except (OperationalError, IntegrityError, ProgrammingError):
+                if look == SCHEMA_CREATE_LOOKS:
+                    raise
+                time.sleep(0.05 * look)
         inbox.check_schema()
         return inbox
 
