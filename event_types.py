@@ -36,7 +36,7 @@ class EventType:
         Besides the four documented forms, a bare kind (`route`, `CLUSTER`) is accepted, as the short
         URL paths `/webhook/route` and `/webhook/cluster` and a payload `type` field may use it.
         """
-        if not text or len(text) > MAX_TYPE_LENGTH:
+        if not text or len(text) > MAX_TYPE_LENGTH or not text.isprintable():
             return None
         if text.lower() in set(Kind):
             return cls(Kind(text.lower()))
@@ -81,8 +81,14 @@ def resolve(payload: Mapping[str, Any], path_type: EventType | None, default: Ev
         value = payload.get(name)
         if isinstance(value, str) and value:
             event_type = EventType.parse(value)
-            return Resolution(str(event_type) if event_type else value[:MAX_TYPE_LENGTH], event_type, "payload")
+            return Resolution(str(event_type) if event_type else _printable(value), event_type, "payload")
     for source, event_type in (("path", path_type), ("default", default)):
         if event_type is not None:
             return Resolution(str(event_type), event_type, source)
     return Resolution(None, None, None)
+
+
+def _printable(text: str) -> str:
+    """An unknown type as it can be stored and logged: control characters (a NUL cannot even be
+    stored in PostgreSQL) shown as '?', and cut to the column's length."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:MAX_TYPE_LENGTH]

@@ -13,9 +13,9 @@ from event_types import EventType, resolve
 from inbox import NewDelivery, Status
 
 # The svix-id is the inbox key: letters, digits, _ and - only (Svix's ids are msg_ plus base62).
-MESSAGE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+MESSAGE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,255}")  # use with fullmatch
 # Wide enough for any id format, narrow enough to keep path and query characters out of API URLs.
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # use with fullmatch
 # Stored with the body: what identifies and authenticates the delivery, byte for byte.
 KEPT_HEADERS = (
     "svix-id",
@@ -30,8 +30,10 @@ KEPT_HEADERS = (
 
 
 def message_id(headers: Mapping[str, str]) -> str:
-    """The delivery's id, read the way the svix library reads it: svix-id, else webhook-id."""
-    return headers.get("svix-id") or headers.get("webhook-id") or ""
+    """The delivery's id, read exactly as the svix library reads it: svix-id when present (even
+    empty), else webhook-id; so the id stored is the id the signature covered."""
+    value = headers.get("svix-id")
+    return value if value is not None else headers.get("webhook-id") or ""
 
 
 def read_delivery(
@@ -45,13 +47,13 @@ def read_delivery(
     common = {"msg_id": msg_id, "body": body, "headers": kept, "path_type": str(path_type) if path_type else None}
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser allows
         return NewDelivery(status=Status.INVALID, error="body is not JSON", **common)
     if not isinstance(payload, dict):
         return NewDelivery(status=Status.INVALID, error="body is not a JSON object", **common)
 
     request_id = payload.get("request_id")
-    usable_id = isinstance(request_id, str) and REQUEST_ID_PATTERN.match(request_id) is not None
+    usable_id = isinstance(request_id, str) and REQUEST_ID_PATTERN.fullmatch(request_id) is not None
     resolution = resolve(payload, path_type, default_type)
     if resolution.ignored:
         # Not ours to process (a test ping, another product's event), whatever else it carries.

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # Observed ids are 24 hex characters (MongoDB ObjectIds); this wider pattern keeps every path and
 # query character out of the URL without betting on that format.
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # use with fullmatch
 USER_AGENT = "optipick-webhooks/1.0"
 PROBE_REQUEST_ID = "000000000000000000000000"  # well-formed, and never issued
 
@@ -125,7 +125,7 @@ class OptiPickClient:
 
 
 def _checked(request_id: str) -> str:
-    if not REQUEST_ID_PATTERN.match(request_id):
+    if not REQUEST_ID_PATTERN.fullmatch(request_id):
         # Intake refuses such ids, so this guards against a bug, not against a sender.
         raise ValueError(f"request id {request_id[:80]!r} is not safe to put in a URL")
     return request_id

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
+
 import defaults
 from errors import AuthenticationError, HandlerError, OptiPickError, RateLimited, ResultNotFound
 from event_types import EventType, Kind
@@ -63,7 +65,11 @@ class Processor:
         """Process one event if it is due and nobody else holds it; return the status it was left in
         (None when there was nothing to do, or the claim was lost to another worker meanwhile)."""
         clock = (lambda: now) if now is not None else utcnow
-        claim = self.inbox.claim(event_id, self.lease_seconds, clock())
+        try:
+            claim = self.inbox.claim(event_id, self.lease_seconds, clock())
+        except SQLAlchemyError as exc:  # the database is down or busy: the row stays due for later
+            log.warning("could not claim event %s (%s); the reconciler will offer it again", event_id, exc)
+            return None
         if claim is None:
             log.debug("event %s is not due or is held by another worker", event_id)
             return None
@@ -71,6 +77,9 @@ class Processor:
             self._active[claim.token] = claim
         try:
             return self._process_claimed(claim, clock)
+        except SQLAlchemyError as exc:  # the outcome could not be recorded: the lease hands it on
+            log.warning("%s: could not record the outcome (%s); it runs again after its lease", claim.event.msg_id, exc)
+            return None
         finally:
             with self._active_lock:
                 self._active.pop(claim.token, None)

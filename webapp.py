@@ -52,8 +52,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.url_map.strict_slashes = False
     app.url_map.merge_slashes = False
 
-    app.add_url_rule("/webhook", view_func=receive, methods=["POST"], defaults={"path_type": None})
-    app.add_url_rule("/webhook/<path:path_type>", view_func=receive, methods=["POST"])
+    # No automatic OPTIONS: every method but POST is a 405.
+    app.add_url_rule(
+        "/webhook", view_func=receive, methods=["POST"], defaults={"path_type": None}, provide_automatic_options=False
+    )
+    app.add_url_rule("/webhook/<path:path_type>", view_func=receive, methods=["POST"], provide_automatic_options=False)
     app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
@@ -66,9 +69,9 @@ def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Re
     verifier: SignatureVerifier = current_app.extensions["optipick.verifier"]
 
     if request.content_length is not None and request.content_length > services.settings.max_body_bytes:
-        return error(413, "payload too large")
+        return refused(413, "payload too large")
     if not request.is_json:
-        return error(415, "content type must be application/json")
+        return refused(415, "content type must be application/json")
     path_event_type = None
     if path_type is not None:
         path_event_type = EventType.parse(path_type.strip("/"))
@@ -76,7 +79,7 @@ def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Re
             raise NotFound()
     body = request.get_data(cache=True)
     if len(body) > services.settings.max_body_bytes:  # a chunked body: its size is known only now
-        return error(413, "payload too large")
+        return refused(413, "payload too large")
 
     try:
         verifier.verify(body, request.headers)
@@ -87,7 +90,7 @@ def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Re
         return error(401, "invalid signature")
 
     msg_id = message_id(request.headers)
-    if not MESSAGE_ID_PATTERN.match(msg_id):
+    if not MESSAGE_ID_PATTERN.fullmatch(msg_id):
         log.warning("rejected signed delivery %s: the message id is not a usable key", _loggable(msg_id))
         return error(400, "unusable message id", headers=ABORT_HEADERS)
 
@@ -134,8 +137,15 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> t
     return jsonify(error=message), status, headers or {}
 
 
+def refused(status: int, message: str) -> tuple[Response, int, dict[str, str]]:
+    """A request turned away before its signature was looked at, with the log line that says so."""
+    log.info("refused %s %s: %d %s", request.method, request.path[:100], status, message)
+    return error(status, message)
+
+
 def http_error(exc: HTTPException) -> Response:
     """Flask's own errors (404, 405, 413) as short JSON, keeping their headers (Allow on a 405)."""
+    log.info("refused %s %s: %d %s", request.method, request.path[:100], exc.code, (exc.name or "").lower())
     response = exc.get_response()
     response.set_data(jsonify(error=(exc.name or "error").lower()).get_data())
     response.content_type = "application/json"

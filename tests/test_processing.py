@@ -786,3 +786,14 @@ def test_a_duplicate_found_by_asking_the_api_keeps_its_detected_type(api, servic
     assert row.status is Status.DUPLICATE
     assert first.msg_id in row.last_error
     assert (row.kind, row.event_type) == ("cluster", "cluster.optimized")
+
+
+def test_a_database_error_while_claiming_leaves_the_worker_alive(api, services, sender):
+    """When the inbox cannot be written, process() logs and returns; the event stays due for the reconciler."""
+    stored = route_delivery(services, sender)
+    with services.inbox.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE inbox_events RENAME TO inbox_events_away")
+    assert services.processor.process(stored.id) is None
+    with services.inbox.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE inbox_events_away RENAME TO inbox_events")
+    assert services.processor.process(stored.id) is Status.DONE

@@ -352,7 +352,7 @@ def test_rotation_accepts_any_configured_secret(configured, signer, expected, en
 # Row 1: methods -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
 @pytest.mark.parametrize("path", ["/webhook", "/webhook/route"])
 def test_other_methods_are_405_and_store_nothing(method, path, client, services, secret):
     """Only POST is accepted on the webhook paths, even for a correctly signed request."""
@@ -455,6 +455,12 @@ INVALID_BODIES = {
     "request_id with a query": b'{"request_id": "abc?x=1"}',
     "request_id too long": b'{"request_id": "%s"}' % (b"a" * 65),
     "typed, without request_id": b'{"type": "route.optimized"}',
+    "request_id ending in a newline": b'{"request_id": "%s\\n"}' % ROUTE_ID.encode(),
+    "nested deeper than the parser goes": b"[" * 100_000 + b"]" * 100_000,
+    "request_id beside a deep nest": b'{"request_id": "%s", "x": ' % ROUTE_ID.encode()
+    + b"[" * 100_000
+    + b"]" * 100_000
+    + b"}",
 }
 
 
@@ -662,3 +668,24 @@ def test_healthz_only_answers_get(client):
     response = client.post("/healthz")
     check(response)
     assert response.status_code == 405
+
+
+def test_unknown_type_with_control_characters_is_stored_printable(sender, services):
+    """A signed delivery whose type holds a NUL or a newline is ignored, and stored with them replaced
+    (PostgreSQL cannot store a NUL, and a newline would forge log lines)."""
+    response = sender.send({"type": "route.optimized.\u0000w.u1\nx", "request_id": ROUTE_ID})
+    assert response.status_code == 200
+    [event] = services.inbox.latest()
+    assert event.status is Status.IGNORED
+    assert event.event_type == "route.optimized.?w.u1?x"
+
+
+def test_empty_svix_id_beside_a_webhook_id_is_refused(client, services, secret):
+    """An empty svix-id is read as the svix library reads it (it wins over webhook-id), so the delivery
+    is refused rather than stored under an id the signature did not cover."""
+    body = json.dumps({"request_id": ROUTE_ID})
+    headers = signed_headers(secret, body, msg_id="msg_covered", prefix="webhook")
+    headers["svix-id"] = ""
+    response = client.post("/webhook", data=body, headers=headers)
+    assert response.status_code == 401
+    assert services.inbox.count() == 0
