@@ -15,7 +15,7 @@ import os
 import secrets
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
 from config import Settings, load_settings  # noqa: E402
+from inbox import Inbox  # noqa: E402
 from optipick_standin import StandInApi  # noqa: E402
 from services import Services  # noqa: E402
 from webapp import create_app  # noqa: E402
@@ -294,3 +295,43 @@ def drain(services: Services, limit: int = 100) -> int:
         huey.execute(task)
         ran += 1
     return ran
+
+
+# For the tests that run the receiver as real processes (tests/processes.py has the helpers).
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start `python <args>` in the project directory; every process started is gone after the test."""
+    from processes import Process  # imported here: processes.py imports this module
+
+    started: list[Process] = []
+
+    def start(args: list[str], env: dict[str, str]) -> Process:
+        process = Process(args, env, tmp_path / f"process-{len(started) + 1}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def inbox(environ: dict[str, str]) -> Iterator[Inbox]:
+    """The receiver's inbox, read from the test as another process would."""
+    opened = Inbox.open(environ["DATABASE_URL"])
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def port() -> int:
+    from processes import free_port
+
+    return free_port()
+
+
+@pytest.fixture
+def base_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"

@@ -130,3 +130,6 @@ def deliver(base_url: str, secret: str, payload: Mapping[str, Any], path: str = 
     msg_id = new_msg_id()
     response = requests.post(base_url + path, data=body, headers=signed_headers(secret, body, msg_id), timeout=10)
     return msg_id, response.status_code
+
+
+Launch = Callable[..., Process]  # the type of conftest's `launch` fixture

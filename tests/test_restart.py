@@ -2,48 +2,18 @@
 interrupted work is finished after a restart, and each result reaches the handlers once."""
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from conftest import API_KEY, CLUSTER_ID, ROUTE_ID
 from counting_handler import read_counts
-from processes import Process, deliver, free_port, process_env, wait_until
+from processes import Process, deliver, process_env, wait_until
 
-from inbox import Inbox, Status, StoredEvent
+from inbox import Status, StoredEvent
 
 pytestmark = pytest.mark.slow
-
-Launch = Callable[..., Process]
-
-
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Launch]:
-    """Start `python <args>` in the project directory; every process started is gone after the test."""
-    started: list[Process] = []
-
-    def start(args: list[str], env: dict[str, str]) -> Process:
-        process = Process(args, env, tmp_path / f"process-{len(started) + 1}.log")
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
-
-@pytest.fixture
-def inbox(environ: dict[str, str]) -> Iterator[Inbox]:
-    """The receiver's inbox, read from the test as another process would."""
-    opened = Inbox.open(environ["DATABASE_URL"])
-    yield opened
-    opened.engine.dispose()
-
-
-@pytest.fixture
-def port() -> int:
-    return free_port()
 
 
 @pytest.fixture
