@@ -313,13 +313,14 @@ def test_crashes_lose_nothing_and_apply_each_result_once(
     # Every acknowledged optimization was fetched from the API at least once.
     assert all(run.fetches[optimization] >= 1 for optimization in optimizations), context
 
-    # The chosen kill points were all reached: each chosen handler kill once (every optimization's handler
-    # runs until it completes), and the web kills between storing and answering (each chosen message's first
-    # storing POST, unless an outside kill already cut that answer off). The sender saw each of those answers
-    # dropped, and its retry of the same svix-id was answered 2xx as a duplicate: stored before the answer.
+    # The chosen kill points were reached: the handler kills (each fires once, unless an outside kill lands
+    # between its "first time" marker and the kill itself) and the web kills between storing and answering
+    # (each chosen message's first storing POST, unless an outside kill already cut that answer off). The
+    # sender saw each of those answers dropped, and its retry of the same svix-id was answered 2xx as a
+    # duplicate: stored before the answer.
     kills = run.kills()
-    assert kills["handler-mid"] == len(run.plan.handler_mid_kills), context
-    assert kills["handler-after"] == len(run.plan.handler_after_kills), context
+    assert 1 <= kills["handler-mid"] <= len(run.plan.handler_mid_kills), context
+    assert 1 <= kills["handler-after"] <= len(run.plan.handler_after_kills), context
     assert 1 <= kills["web-after-commit"] <= len(run.plan.web_kills), context
     for kind, msg_id, _pid in run.cluster.self_kills():
         if kind == "web-after-commit":
