@@ -4,6 +4,7 @@ The queue (Huey) only carries inbox ids and may lose them (a consumer killed mid
 task), so every decision is taken here, with single-statement compare-and-set updates:
 
 - `add` inserts a delivery under a unique `msg_id` (the svix-id): a redelivery changes nothing.
+  Concurrent deliveries share a transaction and its one durable commit (group_commit.py).
 - `claim` hands an event to one worker for a lease; `finish`, `retry_later` and `reserve_optimization`
   only act while that claim is still the worker's own (the claim token is the fence).
 - `due` lists what the reconciler must enqueue again: work never enqueued, retries that are due,
@@ -57,6 +58,7 @@ from sqlalchemy.types import TypeDecorator
 import defaults
 from config import ensure_parent_folder
 from errors import ConfigError
+from group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +236,14 @@ def create_db_engine(url: str, synchronous: str = "FULL") -> Engine:
     return engine
 
 
+def writers_lock_file(engine: Engine) -> Path | None:
+    """The file beside a SQLite inbox on which the writing processes take turns (group_commit.py)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(f"{database}-writers.lock")
+
+
 class Inbox:
     def __init__(self, engine: Engine, bookkeeping: Engine | None = None) -> None:
         """`engine` stores deliveries and serves the commands; `bookkeeping` (the same by default)
@@ -243,6 +253,9 @@ class Inbox:
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         # Built once: the request path runs it for every delivery.
         self._add = self._insert(events).on_conflict_do_nothing(index_elements=["msg_id"]).returning(*events.c)
+        self._adds: GroupCommit[dict[str, Any], Added] = GroupCommit(
+            engine, self._add_one, lock_file=writers_lock_file(engine), order=lambda values: values["msg_id"]
+        )
 
     @classmethod
     def open(cls, url: str) -> "Inbox":
@@ -294,33 +307,38 @@ class Inbox:
     def add(self, delivery: NewDelivery, now: datetime | None = None) -> Added:
         """Store a delivery unless its msg_id is already stored (an atomic insert-or-ignore).
 
-        Returns the stored row either way, so a redelivery gets the answer the first delivery got.
+        Returns once the row is committed durably (with other deliveries that arrived meanwhile), with
+        the stored row either way, so a redelivery gets the answer the first delivery got.
         """
         now = now or utcnow()
-        values = {
-            "msg_id": delivery.msg_id,
-            "status": delivery.status,
-            "event_type": delivery.event_type,
-            "path_type": delivery.path_type,
-            "kind": delivery.kind,
-            "request_id": delivery.request_id,
-            "attempts": 0,
-            "last_error": delivery.error,
-            "body": delivery.body,
-            "headers": json.dumps(dict(delivery.headers), sort_keys=True),
-            "received_at": now,
-            "updated_at": now,
-            # Until a worker claims it, the reconciler leaves a new event to the task enqueued with it.
-            "next_attempt_at": now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS),
-        }
-        with self.engine.begin() as conn:
-            row = conn.execute(self._add, values).first()
-            created = row is not None
-            if not created:  # a redelivery: answer as the stored row says
-                row = conn.execute(select(events).where(events.c.msg_id == delivery.msg_id)).one()
+        return self._adds.submit(
+            {
+                "msg_id": delivery.msg_id,
+                "status": delivery.status,
+                "event_type": delivery.event_type,
+                "path_type": delivery.path_type,
+                "kind": delivery.kind,
+                "request_id": delivery.request_id,
+                "attempts": 0,
+                "last_error": delivery.error,
+                "body": delivery.body,
+                "headers": json.dumps(dict(delivery.headers), sort_keys=True),
+                "received_at": now,
+                "updated_at": now,
+                # Until a worker claims it, the reconciler leaves a new event to the task enqueued with it.
+                "next_attempt_at": now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS),
+            }
+        )
+
+    def _add_one(self, conn: Connection, values: dict[str, Any]) -> Added:
+        row = conn.execute(self._add, values).first()
+        created = row is not None
+        if not created:  # a redelivery: answer as the stored row says
+            row = conn.execute(select(events).where(events.c.msg_id == values["msg_id"])).one()
         return Added(StoredEvent.from_row(row), created)
 
     def close(self) -> None:
+        self._adds.close()
         self.engine.dispose()
         self._bookkeeping.dispose()
 

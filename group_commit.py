@@ -1,0 +1,170 @@
+"""Group commit: the deliveries that arrive while one commit is on its way to the disk share the next.
+
+Each acknowledgement waits for a durable commit, and a durable commit waits for the disk (an fsync
+on SQLite with synchronous=FULL, a WAL flush on PostgreSQL). One commit per delivery pays that wait,
+and a transaction's fixed costs (a pooled connection, BEGIN, COMMIT), for every delivery.
+
+Here the threads of a process that have a write to make queue up, and one of them, the leader,
+writes everything waiting in one transaction, commits once, and wakes each writer with its own
+result. Then it hands the lead to the first thread that queued meanwhile, if any, and returns. No
+thread is added and nothing is delayed on purpose: a lone write is committed at once by its own
+thread, and a batch is whatever queued while the previous commit was in flight, so batches grow
+exactly when the disk is the limit.
+
+SQLite admits one writer at a time, and a process that finds the database locked sleeps and tries
+again (1, 2, 5, 10 … ms): under load, writers from several processes (gunicorn's workers) would
+spend most of their time asleep while the lock is free. So on SQLite the leaders of all processes
+also take turns on an exclusive `flock` of a file beside the database, which the kernel hands to the
+next waiter the moment it is released.
+
+What a thread is told is true of its own write: a result only after the commit that holds it, an
+exception when that commit failed. When a batch fails because of one of its writes (bad data, a
+constraint), each write is tried again in a transaction of its own, so one write that cannot be
+stored never fails the others. When the database itself fails (locked too long, disk full,
+connection lost: an OperationalError), the whole batch fails at once: alone, each write would fail
+the same way, one timeout after another.
+"""
+
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+log = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# Writes per transaction at most: bounds how long the first of a batch waits for the last.
+MAX_BATCH = 64
+
+
+@dataclass(eq=False)
+class _Waiting(Generic[Item, Result]):
+    """One thread's write, and where its outcome is left for it."""
+
+    item: Item
+    woken: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False  # woken to lead, its write not yet made
+    result: Result | None = None
+    error: Exception | None = None
+
+
+class GroupCommit(Generic[Item, Result]):
+    """Runs `write(connection, item)` for items submitted from any thread, many to a transaction.
+
+    `lock_file`: on SQLite, the file whose exclusive flock the writing leader of every process holds.
+    `order`: a batch is written in this order. Where two processes' batches may both insert the same
+    unique key (a redelivery racing the first delivery on PostgreSQL, where each waits for the other's
+    row lock), one order for all keeps them from waiting on each other in a circle (a deadlock).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        write: Callable[[Connection, Item], Result],
+        lock_file: Path | None = None,
+        order: Callable[[Item], Any] | None = None,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._engine = engine
+        self._write = write
+        self._lock_file = lock_file
+        self._order = order
+        self._max_batch = max_batch
+        self._reset()
+
+    def _reset(self) -> None:
+        """State of this process's own: a forked child (a gunicorn worker) starts with none queued."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._waiting: list[_Waiting[Item, Result]] = []
+        self._leading = False  # a thread is writing, or has been woken to
+        self._lock_fd: int | None = None
+
+    def submit(self, item: Item) -> Result:
+        """Write `item` and return what `write` returned, once the transaction that holds it is committed.
+
+        Raises what the write or its commit raised; the item is then not stored.
+        """
+        if self._pid != os.getpid():
+            self._reset()
+        me: _Waiting[Item, Result] = _Waiting(item)
+        with self._lock:
+            self._waiting.append(me)
+            leading = not self._leading
+            self._leading = True
+        if not leading:
+            me.woken.wait()
+        if me.lead or leading:
+            self._lead()
+        if me.error is not None:
+            raise me.error
+        return me.result  # type: ignore[return-value]  # set whenever error is not
+
+    def _lead(self) -> None:
+        """Write a batch from the head of the queue (where this thread's own write is), then pass the lead on."""
+        with self._lock:
+            batch = self._waiting[: self._max_batch]
+            del self._waiting[: self._max_batch]
+        if self._order is not None:
+            order = self._order
+            batch.sort(key=lambda waiting: order(waiting.item))
+        try:
+            with self._turn():
+                self._commit(batch)
+        finally:
+            with self._lock:
+                if self._waiting:
+                    self._waiting[0].lead = True
+                    self._waiting[0].woken.set()
+                else:
+                    self._leading = False
+
+    def _turn(self) -> AbstractContextManager[None]:
+        """This process's turn at the database among all processes' leaders (SQLite only)."""
+        return nullcontext() if self._lock_file is None else self._flock()
+
+    @contextmanager
+    def _flock(self) -> Iterator[None]:
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_file, os.O_RDWR | os.O_CREAT, 0o600)  # type: ignore[arg-type]
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _commit(self, batch: list[_Waiting[Item, Result]]) -> None:
+        try:
+            with self._engine.begin() as connection:
+                results = [self._write(connection, waiting.item) for waiting in batch]
+        except Exception as exc:  # every error goes back to the threads that wait on it
+            if len(batch) > 1 and not isinstance(exc, OperationalError | InterfaceError):
+                log.warning("a batch of %d writes failed (%s); writing each alone", len(batch), type(exc).__name__)
+                for waiting in batch:
+                    self._commit([waiting])
+                return
+            for waiting in batch:
+                waiting.error = exc
+                waiting.lead = False
+                waiting.woken.set()
+            return
+        for waiting, result in zip(batch, results, strict=True):
+            waiting.result = result
+            waiting.lead = False
+            waiting.woken.set()
+
+    def close(self) -> None:
+        """Close the lock file (the database connections belong to the engine)."""
+        if self._lock_fd is not None and self._pid == os.getpid():
+            os.close(self._lock_fd)
+            self._lock_fd = None
