@@ -1,4 +1,4 @@
-"""Acknowledgement: the ceiling, this service and the inline baseline, side by side.
+"""Acknowledgement: the ceiling, the floor, this service and the inline baseline, side by side.
 
 Every mode runs under the same gunicorn settings, behind the same generator, with freshly signed
 deliveries and the stand-in API on loopback. Each mode's server is booted once per round and runs its
@@ -34,6 +34,8 @@ class Mode:
 
 
 CEILING = Mode("ceiling", "ceiling: bare Flask, reads the body, 204", "bench.ceiling_app:create_app()", False, False)
+# The least a durable receiver does (bench/floor_app.py): where it is under a target, no receiver meets it here.
+FLOOR = Mode("floor", "floor: verify, one durable sqlite3 insert, 204", "bench.floor_app:create_app()", False, False)
 SERVICE = Mode("service", "this service: verify, durable insert, enqueue, 200", "webapp:create_app()", True, True)
 INLINE = Mode(
     "inline", "inline baseline: verify, fetch from the API, 200", "bench.inline_app:create_app()", False, True
@@ -54,7 +56,7 @@ class Phase:
 
 def plan(slow_api: float) -> list[tuple[Mode, list[float | None]]]:
     """Each mode with the API delays it runs at: one server per mode, the delay changed in between."""
-    return [(CEILING, [None]), (SERVICE, [0.0, slow_api]), (INLINE, [0.0, slow_api])]
+    return [(CEILING, [None]), (FLOOR, [None]), (SERVICE, [0.0, slow_api]), (INLINE, [0.0, slow_api])]
 
 
 def run(bench: Bench, slow_api: float) -> dict[str, Any]:
