@@ -11,11 +11,8 @@ thread is added and nothing is delayed on purpose: a lone write is committed at 
 thread, and a batch is whatever queued while the previous commit was in flight, so batches grow
 exactly when the disk is the limit.
 
-SQLite admits one writer at a time, and a process that finds the database locked sleeps and tries
-again (1, 2, 5, 10 … ms): under load, writers from several processes (gunicorn's workers) would
-spend most of their time asleep while the lock is free. So on SQLite the leaders of all processes
-also take turns on an exclusive `flock` of a file beside the database, which the kernel hands to the
-next waiter the moment it is released.
+On SQLite, a leader writes during its turn on the writers' lock (writers_lock.py), so the leaders of
+several processes (gunicorn's workers) queue for the database instead of sleeping in its busy handler.
 
 What a thread is told is true of its own write: a result only after the commit that holds it, an
 exception when that commit failed. When a batch fails because of one of its writes (bad data, a
@@ -25,14 +22,12 @@ connection lost: an OperationalError), the whole batch fails at once: alone, eac
 the same way, one timeout after another.
 """
 
-import fcntl
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -61,7 +56,7 @@ class _Waiting(Generic[Item, Result]):
 class GroupCommit(Generic[Item, Result]):
     """Runs `write(connection, item)` for items submitted from any thread, many to a transaction.
 
-    `lock_file`: on SQLite, the file whose exclusive flock the writing leader of every process holds.
+    `turn`: what a leader holds while it writes (on SQLite, a turn on the writers' lock).
     `order`: a batch is written in this order. Where two processes' batches may both insert the same
     unique key (a redelivery racing the first delivery on PostgreSQL, where each waits for the other's
     row lock), one order for all keeps them from waiting on each other in a circle (a deadlock).
@@ -71,13 +66,13 @@ class GroupCommit(Generic[Item, Result]):
         self,
         engine: Engine,
         write: Callable[[Connection, Item], Result],
-        lock_file: Path | None = None,
+        turn: Callable[[], AbstractContextManager[None]] = nullcontext,
         order: Callable[[Item], Any] | None = None,
         max_batch: int = MAX_BATCH,
     ) -> None:
         self._engine = engine
         self._write = write
-        self._lock_file = lock_file
+        self._turn = turn
         self._order = order
         self._max_batch = max_batch
         self._reset()
@@ -88,7 +83,6 @@ class GroupCommit(Generic[Item, Result]):
         self._lock = threading.Lock()
         self._waiting: list[_Waiting[Item, Result]] = []
         self._leading = False  # a thread is writing, or has been woken to
-        self._lock_fd: int | None = None
 
     def submit(self, item: Item) -> Result:
         """Write `item` and return what `write` returned, once the transaction that holds it is committed.
@@ -129,20 +123,6 @@ class GroupCommit(Generic[Item, Result]):
                 else:
                     self._leading = False
 
-    def _turn(self) -> AbstractContextManager[None]:
-        """This process's turn at the database among all processes' leaders (SQLite only)."""
-        return nullcontext() if self._lock_file is None else self._flock()
-
-    @contextmanager
-    def _flock(self) -> Iterator[None]:
-        if self._lock_fd is None:
-            self._lock_fd = os.open(self._lock_file, os.O_RDWR | os.O_CREAT, 0o600)  # type: ignore[arg-type]
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
     def _commit(self, batch: list[_Waiting[Item, Result]]) -> None:
         try:
             with self._engine.begin() as connection:
@@ -162,9 +142,3 @@ class GroupCommit(Generic[Item, Result]):
             waiting.result = result
             waiting.lead = False
             waiting.woken.set()
-
-    def close(self) -> None:
-        """Close the lock file (the database connections belong to the engine)."""
-        if self._lock_fd is not None and self._pid == os.getpid():
-            os.close(self._lock_fd)
-            self._lock_fd = None

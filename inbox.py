@@ -21,7 +21,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -59,6 +60,7 @@ import defaults
 from config import ensure_parent_folder
 from errors import ConfigError
 from group_commit import GroupCommit
+from writers_lock import WritersLock
 
 log = logging.getLogger(__name__)
 
@@ -236,12 +238,13 @@ def create_db_engine(url: str, synchronous: str = "FULL") -> Engine:
     return engine
 
 
-def writers_lock_file(engine: Engine) -> Path | None:
-    """The file beside a SQLite inbox on which the writing processes take turns (group_commit.py)."""
+def writers_lock(engine: Engine) -> WritersLock | None:
+    """The lock on which a SQLite inbox's writers take turns (writers_lock.py): `<database>-writers.lock`.
+    None where there is no file to lock, and on PostgreSQL, whose writers do not exclude each other."""
     database = engine.url.database
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         return None
-    return Path(f"{database}-writers.lock")
+    return WritersLock(Path(f"{database}-writers.lock"))
 
 
 class Inbox:
@@ -253,8 +256,9 @@ class Inbox:
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         # Built once: the request path runs it for every delivery.
         self._add = self._insert(events).on_conflict_do_nothing(index_elements=["msg_id"]).returning(*events.c)
+        self._writers = writers_lock(engine)
         self._adds: GroupCommit[dict[str, Any], Added] = GroupCommit(
-            engine, self._add_one, lock_file=writers_lock_file(engine), order=lambda values: values["msg_id"]
+            engine, self._add_one, turn=self._turn, order=lambda values: values["msg_id"]
         )
 
     @classmethod
@@ -338,9 +342,20 @@ class Inbox:
         return Added(StoredEvent.from_row(row), created)
 
     def close(self) -> None:
-        self._adds.close()
+        if self._writers is not None:
+            self._writers.close()
         self.engine.dispose()
         self._bookkeeping.dispose()
+
+    def _turn(self) -> AbstractContextManager[None]:
+        """A write's turn at the database among the service's other writers (SQLite only)."""
+        return nullcontext() if self._writers is None else self._writers.turn()
+
+    @contextmanager
+    def _bookkeeping_write(self) -> Iterator[Connection]:
+        """A transaction of the workers' bookkeeping, in its turn."""
+        with self._turn(), self._bookkeeping.begin() as conn:
+            yield conn
 
     # Processing -------------------------------------------------------------------------------
 
@@ -356,7 +371,7 @@ class Inbox:
             (events.c.status == Status.RETRYING) & (events.c.next_attempt_at <= now),
             (events.c.status == Status.PROCESSING) & (events.c.lease_until < now),
         )
-        with self._bookkeeping.begin() as conn:
+        with self._bookkeeping_write() as conn:
             claimed = conn.execute(
                 update(events)
                 .where(events.c.id == event_id, claimable)
@@ -400,7 +415,7 @@ class Inbox:
             return self._update_claimed(claim, optimization_key=key)
         except IntegrityError:
             pass
-        with self._bookkeeping.begin() as conn:
+        with self._bookkeeping_write() as conn:
             released = conn.execute(
                 update(events)
                 .where(events.c.optimization_key == key, events.c.status == Status.DEAD)
@@ -472,7 +487,7 @@ class Inbox:
         self, claim: Claim, record: tuple[datetime, str, str | None] | None = None, **values: Any
     ) -> bool:
         """Apply `values` only while the claim is still ours, appending `record` to the history if so."""
-        with self._bookkeeping.begin() as conn:
+        with self._bookkeeping_write() as conn:
             updated = conn.execute(
                 update(events)
                 .where(events.c.id == claim.event.id, events.c.claim_token == claim.token)
@@ -511,7 +526,7 @@ class Inbox:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        with self._bookkeeping.begin() as conn:
+        with self._bookkeeping_write() as conn:
             ids = list(conn.scalars(query))
             if ids:
                 later = now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS)

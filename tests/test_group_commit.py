@@ -1,21 +1,24 @@
-"""Group commit (group_commit.py) on real SQLite files: concurrent writes share transactions, each
-thread gets its own outcome only after the commit that holds it, a bad write fails alone, and the
-writing processes take turns on the lock file."""
+"""Group commit (group_commit.py) and the writers' lock (writers_lock.py) on real SQLite files:
+concurrent writes share transactions, each thread gets its own outcome only after the commit that
+holds it, a bad write fails alone, and the writing processes take turns on the lock file."""
 
 import fcntl
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Backend
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, event, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from group_commit import GroupCommit
-from inbox import Inbox, NewDelivery, Status, create_db_engine, writers_lock_file
+from inbox import Inbox, NewDelivery, Status, create_db_engine, writers_lock
+from writers_lock import WritersLock
 
 metadata = MetaData()
 rows = Table("rows", metadata, Column("id", Integer, primary_key=True), Column("name", String(50), nullable=False))
@@ -168,45 +171,69 @@ def test_writes_keep_working_after_a_failed_batch(engine: Engine) -> None:
     assert stored_names(engine) == ["after"]
 
 
-def test_the_leader_of_each_process_holds_the_lock_file_while_it_writes(engine: Engine, tmp_path: Path) -> None:
-    """While another process holds the writers' lock, a write waits; it is committed once the lock is
-    let go (SQLite's own lock would make it sleep and poll instead)."""
-    lock_file = tmp_path / "group.db-writers.lock"
-    group = GroupCommit(engine, insert_row, lock_file)
-    group.submit("first")  # creates the lock file
+@contextmanager
+def held_by_another_process(lock_file: Path, seconds: float) -> Iterator[None]:
+    """Another process takes the writers' lock and holds it for `seconds`; the body runs once it has it."""
     read, write = os.pipe()
     holder = os.fork()
-    if holder == 0:  # another process: take the lock, say so, hold it for a while
-        descriptor = os.open(lock_file, os.O_RDWR)
+    if holder == 0:
+        descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT)
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         os.write(write, b"x")
-        time.sleep(0.5)
+        time.sleep(seconds)
         os._exit(0)
     try:
         os.read(read, 1)
-        started = time.monotonic()
-        group.submit("second")
-        waited = time.monotonic() - started
+        yield
     finally:
         os.waitpid(holder, 0)
         os.close(read)
         os.close(write)
+
+
+def test_a_leader_writes_only_in_its_turn_on_the_writers_lock(engine: Engine, tmp_path: Path) -> None:
+    """While another process holds the writers' lock, a write waits; it is committed once the lock is
+    let go (SQLite's own lock would make it sleep and poll instead)."""
+    lock = WritersLock(tmp_path / "group.db-writers.lock")
+    group = GroupCommit(engine, insert_row, turn=lock.turn)
+    with held_by_another_process(lock.path, 0.5):
+        started = time.monotonic()
+        group.submit("second")
+        waited = time.monotonic() - started
+    lock.close()
     assert waited > 0.3
-    assert stored_names(engine) == ["first", "second"]
+    assert stored_names(engine) == ["second"]
 
 
-def test_a_sqlite_inbox_names_its_lock_file_beside_the_database(tmp_path: Path) -> None:
+def test_the_workers_bookkeeping_also_waits_for_its_turn(tmp_path: Path) -> None:
+    """A claim (a worker's write) waits while another process holds the inbox's writers' lock, then succeeds."""
+    inbox = Inbox.open(f"sqlite:///{tmp_path / 'inbox.db'}")
+    try:
+        added = inbox.add(NewDelivery("msg_1", Status.RECEIVED, b"{}", {}, request_id="r1"))
+        with held_by_another_process(tmp_path / "inbox.db-writers.lock", 0.5):
+            started = time.monotonic()
+            claim = inbox.claim(added.event.id, lease_seconds=60)
+            waited = time.monotonic() - started
+        assert claim is not None
+        assert waited > 0.3
+    finally:
+        inbox.close()
+
+
+def test_a_sqlite_inbox_keeps_its_lock_file_beside_the_database(tmp_path: Path) -> None:
     """The lock file is `<database>-writers.lock`; an in-memory database has none."""
     engine = create_db_engine(f"sqlite:///{tmp_path / 'inbox.db'}")
-    assert writers_lock_file(engine) == tmp_path / "inbox.db-writers.lock"
-    assert writers_lock_file(create_db_engine("sqlite://")) is None
+    lock = writers_lock(engine)
+    assert lock is not None
+    assert lock.path == tmp_path / "inbox.db-writers.lock"
+    assert writers_lock(create_db_engine("sqlite://")) is None
     engine.dispose()
 
 
-def test_the_same_delivery_twice_in_one_batch_is_stored_once(tmp_path: Path) -> None:
-    """Two threads adding the same svix-id at once (a redelivery racing the first): one row, one of
-    them created it, and both are told about that row."""
-    inbox = Inbox.open(f"sqlite:///{tmp_path / 'inbox.db'}")
+def test_the_same_delivery_six_times_at_once_is_stored_once(backend: Backend) -> None:
+    """Six threads adding the same svix-id at once (redeliveries racing the first), on each backend:
+    one row, one thread created it, and all are told about that row."""
+    inbox = Inbox.open(backend.database_url)
     delivery = NewDelivery("msg_same", Status.RECEIVED, b"{}", {"svix-id": "msg_same"}, request_id="r1")
     try:
         outcomes = run_together(6, lambda _i: inbox.add(delivery))
@@ -214,7 +241,6 @@ def test_the_same_delivery_twice_in_one_batch_is_stored_once(tmp_path: Path) -> 
         assert sorted(outcome.created for outcome in outcomes) == [False] * 5 + [True]  # type: ignore[attr-defined]
         assert {outcome.event.id for outcome in outcomes} == {1}  # type: ignore[attr-defined]
         assert inbox.count() == 1
-        assert (tmp_path / "inbox.db-writers.lock").exists()
     finally:
         inbox.close()
 
