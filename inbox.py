@@ -372,7 +372,7 @@ class Inbox:
             (events.c.status == Status.PROCESSING) & (events.c.lease_until < now),
         )
         with self._bookkeeping_write() as conn:
-            claimed = conn.execute(
+            row = conn.execute(
                 update(events)
                 .where(events.c.id == event_id, claimable)
                 .values(
@@ -382,10 +382,11 @@ class Inbox:
                     attempts=events.c.attempts + 1,
                     updated_at=now,
                 )
-            ).rowcount
-            if not claimed:
+                .returning(*events.c)
+            ).first()
+            if row is None:
                 return None
-            event = StoredEvent.from_row(conn.execute(select(events).where(events.c.id == event_id)).one())
+            event = StoredEvent.from_row(row)
             self._record(conn, event_id, now, "claimed", event.attempts)
         return Claim(event, token)
 
@@ -408,13 +409,14 @@ class Inbox:
         step. A `dead` holder gives the optimization up, so a later message for it gets its chance.
         """
         key = f"{kind}:{request_id}"
-        # The type first, on its own: a duplicate also shows what it was a duplicate of.
-        if not self._update_claimed(claim, kind=kind, event_type=event_type):
-            return False
+        # One write in the usual case: the type and the optimization together.
         try:
-            return self._update_claimed(claim, optimization_key=key)
+            return self._update_claimed(claim, kind=kind, event_type=event_type, optimization_key=key)
         except IntegrityError:
             pass
+        # Another event holds it. The type anyway, so a duplicate also shows what it was a duplicate of.
+        if not self._update_claimed(claim, kind=kind, event_type=event_type):
+            return False
         with self._bookkeeping_write() as conn:
             released = conn.execute(
                 update(events)
