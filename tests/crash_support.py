@@ -528,14 +528,23 @@ class Cluster:
             if not running:
                 return False
             slot = self.rng.choice(running)
-            slot.proc.stop_gracefully(timeout=SHUTDOWN_GRACE_SECONDS + 15)
-            if not slot.proc.stopped_cleanly():
-                self.unexpected.append(f"{slot.proc} did not stop cleanly on SIGINT:\n{slot.proc.log()[-3000:]}")
+            self._stop_gracefully(slot.proc)
             slot.proc = self._start_worker(slot.number)
             self.restarts["nudge"] += 1
             return True
 
     # Stopping ---------------------------------------------------------------------------------------
+
+    def _stop_gracefully(self, proc: Proc) -> None:
+        """SIGINT a worker and record it as unexpected unless it stopped cleanly. A worker whose own
+        chosen handler kill fired while it finished its running tasks is SIGKILLed by the test, not by
+        the service, and is not held against the stop."""
+        proc.stop_gracefully(timeout=SHUTDOWN_GRACE_SECONDS + 15)
+        if proc.stopped_cleanly():
+            return
+        if proc.popen.returncode == -signal.SIGKILL and proc.pid in {pid for *_, pid in self.self_kills()}:
+            return
+        self.unexpected.append(f"{proc} did not stop cleanly on SIGINT:\n{proc.log()[-3000:]}")
 
     def stop_workers(self) -> None:
         """Stop every worker gracefully (so no zombie handler runs on after the final count)."""
@@ -544,9 +553,7 @@ class Cluster:
         for slot in self.slots:
             if not slot.proc.running():  # killed, and not started again yet
                 continue
-            slot.proc.stop_gracefully(timeout=SHUTDOWN_GRACE_SECONDS + 15)
-            if not slot.proc.stopped_cleanly():
-                self.unexpected.append(f"{slot.proc} did not stop cleanly on SIGINT:\n{slot.proc.log()[-3000:]}")
+            self._stop_gracefully(slot.proc)
 
     def close(self) -> None:
         """Kill every process ever started, whatever state the test is in."""
