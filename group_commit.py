@@ -48,7 +48,7 @@ class _Waiting(Generic[Item, Result]):
 
     item: Item
     woken: threading.Event = field(default_factory=threading.Event)
-    lead: bool = False  # woken to lead, its write not yet made
+    lead: bool = False  # this thread writes the next batch (its own write is at the head)
     result: Result | None = None
     error: Exception | None = None
 
@@ -94,11 +94,11 @@ class GroupCommit(Generic[Item, Result]):
         me: _Waiting[Item, Result] = _Waiting(item)
         with self._lock:
             self._waiting.append(me)
-            leading = not self._leading
-            self._leading = True
-        if not leading:
-            me.woken.wait()
-        if me.lead or leading:
+            if not self._leading:
+                self._leading = me.lead = True
+        if not me.lead:
+            me.woken.wait()  # until a leader has written this item, or made this thread the leader
+        if me.lead:
             self._lead()
         if me.error is not None:
             raise me.error
@@ -135,10 +135,8 @@ class GroupCommit(Generic[Item, Result]):
                 return
             for waiting in batch:
                 waiting.error = exc
-                waiting.lead = False
                 waiting.woken.set()
             return
         for waiting, result in zip(batch, results, strict=True):
             waiting.result = result
-            waiting.lead = False
             waiting.woken.set()

@@ -2,21 +2,23 @@
 
 It verifies the signature with the svix library, inserts the delivery into SQLite (WAL,
 synchronous=FULL) with the sqlite3 module itself, commits, and only then answers 204: no ORM, no
-queue, no log line, no JSON. Writers take turns on a process lock and a `flock` (as the service's
-group commit does), so none sleeps in SQLite's busy handler while the database is free.
+queue, no log line, no JSON. Writers take turns on the service's writers' lock (writers_lock.py), so
+none sleeps in SQLite's busy handler while the database is free.
 
 What a receiver adds to the ceiling cannot be less than what this adds, so the floor's share of the
 ceiling is the most any durable receiver can reach on this server and machine: where it is under a
 target, the target cannot be met here.
 """
 
-import fcntl
 import os
 import sqlite3
 import threading
+from pathlib import Path
 
 from flask import Flask, request
 from svix.webhooks import Webhook, WebhookVerificationError
+
+from writers_lock import WritersLock
 
 SCHEMA = (
     "create table if not exists deliveries (id integer primary key, msg_id text not null unique, body blob not null)"
@@ -31,8 +33,7 @@ def create_app() -> Flask:
         setup.execute("PRAGMA journal_mode=WAL")
         setup.execute(SCHEMA)
     local = threading.local()
-    turn = threading.Lock()
-    lock_fd = os.open(path + "-writers.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    writers = WritersLock(Path(path + "-writers.lock"))
 
     def connection() -> sqlite3.Connection:
         if not hasattr(local, "connection"):
@@ -50,8 +51,7 @@ def create_app() -> Flask:
         except WebhookVerificationError:
             return {"error": "invalid signature"}, 401
         db = connection()
-        with turn:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        with writers.turn():
             try:
                 db.execute("BEGIN IMMEDIATE")
                 db.execute(INSERT, (request.headers["svix-id"], body))
@@ -60,8 +60,6 @@ def create_app() -> Flask:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-            finally:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
         return "", 204
 
     @app.get("/healthz")
