@@ -47,6 +47,21 @@ class OptiPickClient:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers.update({"X-API-KEY": api_key, "Accept": "application/json", "User-Agent": USER_AGENT})
+        self._settle_environment()
+
+    def _settle_environment(self) -> None:
+        """Read what the environment says about requests to the API once, not on every fetch.
+
+        With trust_env, requests looks up the proxy variables, the CA bundle variables and ~/.netrc
+        anew for each request: a tenth of a worker's CPU per event. Every request here goes to
+        base_url, so the answers are the same each time; they are taken now and kept on the session.
+        """
+        settings = self.session.merge_environment_settings(self.base_url, {}, None, None, None)
+        self.session.proxies.update(settings["proxies"])
+        self.session.verify = settings["verify"]
+        self.session.cert = settings["cert"]
+        self.session.auth = requests.utils.get_netrc_auth(self.base_url)
+        self.session.trust_env = False
 
     def __repr__(self) -> str:
         return f"OptiPickClient({self.base_url!r})"

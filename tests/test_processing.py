@@ -304,6 +304,39 @@ def test_redirect_is_not_followed_and_key_stays_home(api, services, sender, redi
     assert api.fetches[("route", ROUTE_ID)] == 1
 
 
+def test_proxy_from_the_environment_is_used(redirect_target, monkeypatch):
+    """HTTP_PROXY is honoured, as requests honours it, though the client reads the environment only once."""
+    proxy_url, seen = redirect_target  # a loopback server standing in for the proxy
+    seen.clear()
+    monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = OptiPickClient("http://optipick.example.invalid", API_KEY)
+    try:
+        assert client.fetch(Kind.ROUTE, ROUTE_ID).request_id == ROUTE_ID
+        assert client.fetch(Kind.ROUTE, ROUTE_ID).request_id == ROUTE_ID
+    finally:
+        client.close()
+    assert [headers["Host"] for headers in seen] == ["optipick.example.invalid"] * 2
+    assert seen[0]["X-Api-Key"] == API_KEY
+
+
+def test_no_proxy_from_the_environment_is_used(api, redirect_target, monkeypatch):
+    """NO_PROXY keeps the API's host away from HTTP_PROXY, as requests does."""
+    proxy_url, seen = redirect_target
+    seen.clear()
+    api.add_result("route", ROUTE_ID)
+    monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    client = OptiPickClient(api.url, API_KEY)
+    try:
+        assert client.fetch(Kind.ROUTE, ROUTE_ID).request_id == ROUTE_ID
+    finally:
+        client.close()
+    assert seen == []
+    assert api.fetches[("route", ROUTE_ID)] == 1
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
