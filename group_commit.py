@@ -113,8 +113,9 @@ class GroupCommit(Generic[Item, Result]):
             order = self._order
             batch.sort(key=lambda waiting: order(waiting.item))
         try:
-            with self._turn():
-                self._commit(batch)
+            # The connection is checked out before the turn: the writers wait only for the writing.
+            with self._engine.connect() as connection, self._turn():
+                self._commit(connection, batch)
         finally:
             with self._lock:
                 if self._waiting:
@@ -123,15 +124,15 @@ class GroupCommit(Generic[Item, Result]):
                 else:
                     self._leading = False
 
-    def _commit(self, batch: list[_Waiting[Item, Result]]) -> None:
+    def _commit(self, connection: Connection, batch: list[_Waiting[Item, Result]]) -> None:
         try:
-            with self._engine.begin() as connection:
+            with connection.begin():
                 results = [self._write(connection, waiting.item) for waiting in batch]
         except Exception as exc:  # every error goes back to the threads that wait on it
             if len(batch) > 1 and not isinstance(exc, OperationalError | InterfaceError):
                 log.warning("a batch of %d writes failed (%s); writing each alone", len(batch), type(exc).__name__)
                 for waiting in batch:
-                    self._commit([waiting])
+                    self._commit(connection, [waiting])
                 return
             for waiting in batch:
                 waiting.error = exc

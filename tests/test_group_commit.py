@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,39 @@ def test_the_same_delivery_six_times_at_once_is_stored_once(backend: Backend) ->
         assert sorted(outcome.created for outcome in outcomes) == [False] * 5 + [True]  # type: ignore[attr-defined]
         assert {outcome.event.id for outcome in outcomes} == {1}  # type: ignore[attr-defined]
         assert inbox.count() == 1
+    finally:
+        inbox.close()
+
+
+def test_what_add_returns_is_the_row_as_stored(backend: Backend) -> None:
+    """On each backend, the event `Inbox.add` hands back for a new delivery (built from what it wrote, not
+    read back) equals the stored row as `get` reads it, and a redelivery is answered with that row."""
+    inbox = Inbox.open(backend.database_url)
+    headers = {"svix-id": "msg_stored", "svix-timestamp": "1700000000", "content-type": "application/json"}
+    delivery = NewDelivery(
+        "msg_stored",
+        Status.INVALID,
+        b'{"type": "route.optimized"}',
+        headers,
+        event_type="route.optimized",
+        path_type="route",
+        kind="route",
+        error="no request_id",
+    )
+    # A time in another zone, with microseconds: what comes back is UTC and exact, as stored.
+    now = datetime(2026, 12, 3, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+    try:
+        first = inbox.add(delivery, now=now)
+        again = inbox.add(delivery)
+        stored = inbox.get(first.event.id)
+        assert (first.created, again.created) == (True, False)
+        assert first.event == stored == again.event
+        assert stored is not None
+        assert stored.received_at == datetime(2026, 12, 3, 7, 30, 15, 123456, tzinfo=UTC)
+        assert first.event.received_at.tzinfo is UTC
+        assert first.event.updated_at.tzinfo is UTC
+        assert (stored.status, stored.last_error, stored.attempts) == (Status.INVALID, "no request_id", 0)
+        assert stored.headers == headers
     finally:
         inbox.close()
 
