@@ -102,7 +102,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
                 "≥ 60 %",
                 f"{worst / ceiling:.0%} ({fast_rate:.0f}/s at API 0 ms, {slow_rate:.0f}/s at "
                 f"{acks[slow]['api_delay_ms']} ms; ceiling {ceiling:.0f}/s; the lower counts). "
-                f"The floor, a bare verify and durable insert, reaches {floor:.0%}, {reachable}",
+                f"The floor, a bare verify and a group-committed durable insert, reaches {floor:.0%}, {reachable}",
                 worst / ceiling >= 0.6,
             )
         )
@@ -290,9 +290,10 @@ def _acks(acks: dict[str, Any]) -> list[str]:
         "This service's phases ran with `python main.py worker` processing beside gunicorn.",
         "",
         "The floor (`bench/floor_app.py`) is the least a receiver can do and still answer only after a durable "
-        "commit: verify with svix, one sqlite3 insert committed with synchronous=FULL, the writers taking turns "
-        "on a lock; no ORM, queue, log line or JSON. What it loses against the ceiling is the price of "
-        "durability on this server and disk, which no receiver that keeps the promise avoids.",
+        "commit: verify with svix, one plain SQL insert into SQLite with synchronous=FULL, committed the way "
+        "this service commits (deliveries that arrive together share a commit, the writers take turns on a "
+        "lock); no statement building, queue, log line or JSON. What it loses against the ceiling is the price "
+        "of durability on this server and disk, which no receiver that keeps the promise avoids.",
     ]
     return rows
 
