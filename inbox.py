@@ -317,8 +317,8 @@ class Inbox:
         self._bookkeeping = bookkeeping or engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         # Built once: the request path runs it for every delivery. A new row's other values are the
-        # ones just written, so only its id comes back (reading a whole row back, its times parsed
-        # from text, costs more than the insert itself, and it is done while the writers wait).
+        # ones just written, so only its id comes back: reading the whole row back (its times parsed
+        # from text) would be work done while the other writers wait for their turn.
         self._add = self._insert(events).on_conflict_do_nothing(index_elements=["msg_id"]).returning(events.c.id)
         self._writers = writers_lock(engine)
         self._adds: GroupCommit[dict[str, Any], Added] = GroupCommit(
