@@ -96,8 +96,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
         worst = min(fast_rate, slow_rate)
         floor = acks["floor"]["requests_per_s"] / ceiling
         reachable = "so no durable receiver meets 60 % here" if floor < 0.6 else "so 60 % is within reach here"
-        # The same verdict from CPU alone, whatever the server's threads: what the floor's server and the
-        # generator (its CPU grows with the rate it drives) would need at 60 % of the ceiling's rate.
+        # A second look that does not depend on the server's threads: the CPU the floor's server and the
+        # generator (whose CPU grows with the rate it drives) would need at 60 % of the ceiling's rate.
         at_target = 0.6 * ceiling
         floor_cores = acks["floor"]["server_cpu_ms_per_request"] / 1000 * at_target
         generator_cores = acks["ceiling"]["loadgen_cpu_share"] * 0.6
