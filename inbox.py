@@ -321,7 +321,7 @@ class Inbox:
         # from text) would be work done while the other writers wait for their turn.
         self._add = self._insert(events).on_conflict_do_nothing(index_elements=["msg_id"]).returning(events.c.id)
         self._writers = writers_lock(engine)
-        self._adds: GroupCommit[dict[str, Any], Added] = GroupCommit(
+        self._adds: GroupCommit[dict[str, Any], tuple[int, StoredEvent | None]] = GroupCommit(
             engine, self._add_one, turn=self._turn, order=lambda values: values["msg_id"]
         )
 
@@ -379,32 +379,35 @@ class Inbox:
         the stored row either way, so a redelivery gets the answer the first delivery got.
         """
         now = now or utcnow()
-        return self._adds.submit(
-            {
-                "msg_id": delivery.msg_id,
-                "status": delivery.status,
-                "event_type": delivery.event_type,
-                "path_type": delivery.path_type,
-                "kind": delivery.kind,
-                "request_id": delivery.request_id,
-                "attempts": 0,
-                "last_error": delivery.error,
-                "body": delivery.body,
-                "headers": json.dumps(dict(delivery.headers), sort_keys=True),
-                "received_at": now,
-                "updated_at": now,
-                # Until a worker claims it, the reconciler leaves a new event to the task enqueued with it.
-                "next_attempt_at": now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS),
-            }
-        )
+        values = {
+            "msg_id": delivery.msg_id,
+            "status": delivery.status,
+            "event_type": delivery.event_type,
+            "path_type": delivery.path_type,
+            "kind": delivery.kind,
+            "request_id": delivery.request_id,
+            "attempts": 0,
+            "last_error": delivery.error,
+            "body": delivery.body,
+            "headers": json.dumps(dict(delivery.headers), sort_keys=True),
+            "received_at": now,
+            "updated_at": now,
+            # Until a worker claims it, the reconciler leaves a new event to the task enqueued with it.
+            "next_attempt_at": now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS),
+        }
+        event_id, stored = self._adds.submit(values)
+        if stored is not None:
+            return Added(stored, created=False)
+        # Built here, after the commit, rather than in the writers' turn.
+        return Added(StoredEvent.new(event_id, values), created=True)
 
-    def _add_one(self, conn: Connection, values: dict[str, Any]) -> Added:
+    def _add_one(self, conn: Connection, values: dict[str, Any]) -> tuple[int, StoredEvent | None]:
+        """Insert unless the msg_id is stored: the new row's id and None, or the stored row's id and the row."""
         event_id = conn.execute(self._add, values).scalar()
         if event_id is not None:
-            return Added(StoredEvent.new(event_id, values), created=True)
-        # A redelivery: answer as the stored row says.
+            return event_id, None
         row = conn.execute(select(events).where(events.c.msg_id == values["msg_id"])).one()
-        return Added(StoredEvent.from_row(row), created=False)
+        return row.id, StoredEvent.from_row(row)
 
     def close(self) -> None:
         if self._writers is not None:
