@@ -6,10 +6,8 @@ the receiver did with each, checks every outcome, and stops. Nothing outside a t
 touched, and the configuration in .env is not used.
 """
 
-import base64
 import json
 import logging
-import os
 import signal
 import tempfile
 import threading
@@ -26,7 +24,7 @@ from config import configure_logging, load_settings
 from inbox import FINAL_STATUSES, Status
 from optipick_standin import StandInApi, example_result
 from services import Services
-from signatures import signed_headers
+from signatures import new_secret, signed_headers
 from webapp import create_app
 
 ROUTE_ID = "67d3f1a95e593173d0a1b2c4"  # the ids of the example results in fixtures/
@@ -78,7 +76,7 @@ def run_demo() -> bool:
     with tempfile.TemporaryDirectory(prefix="optipick-demo-") as folder, api.serve():
         settings = load_settings(
             {
-                "WEBHOOK_SECRET": _new_secret(),
+                "WEBHOOK_SECRET": new_secret(),
                 "OPTIPICK_API_KEY": DEMO_API_KEY,
                 "OPTIPICK_API_URL": api.url,
                 "DATABASE_URL": f"sqlite:///{folder}/inbox.db",
@@ -113,7 +111,7 @@ def send_all(base_url: str, secret: str) -> list[tuple[str, int]]:
         else:
             msg_id = f"msg_demo_{uuid.uuid4().hex[:16]}"
         body = json.dumps(delivery.payload)
-        headers = signed_headers(_new_secret() if delivery.forged else secret, msg_id, body)
+        headers = signed_headers(new_secret() if delivery.forged else secret, body, msg_id)
         response = requests.post(base_url + delivery.path, data=body, headers=headers, timeout=10)
         click.echo(f"{number}. {delivery.what}\n   → {response.status_code} {response.text.strip()}")
         sent.append((msg_id, response.status_code))
@@ -146,7 +144,3 @@ def report(services: Services, sent: list[tuple[str, int]], api: StandInApi, res
     ok &= rows == sum(1 for d in DELIVERIES if d.final is not None)
     click.echo("\ndemo " + ("finished: every delivery ended as it should" if ok else "FAILED: see above"))
     return ok
-
-
-def _new_secret() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(24)).decode()

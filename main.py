@@ -232,7 +232,7 @@ def send_test(url: str | None, event_type: str, request_id: str, secret: str | N
     url = url or f"http://{settings.host}:{settings.port}/webhook"
     msg_id = f"msg_test_{uuid.uuid4().hex}"
     body = json.dumps({"type": event_type, "request_id": request_id})
-    headers = signed_headers(secret or settings.webhook_secrets[0], msg_id, body)
+    headers = signed_headers(secret or settings.webhook_secrets[0], body, msg_id)
     try:
         response = requests.post(url, data=body, headers=headers, timeout=15, allow_redirects=False)
     except requests.RequestException as exc:

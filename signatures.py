@@ -5,6 +5,10 @@ UnicodeDecodeError included) for malformed headers or a body that is not UTF-8; 
 authentication failure here, never a server error.
 """
 
+import base64
+import functools
+import os
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -39,12 +43,34 @@ class SignatureVerifier:
         raise InvalidSignature(reason)
 
 
-def signed_headers(secret: str, msg_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
-    """The headers Svix sends with `body`: for `send-test` and the demo, which sign as Svix does."""
+def new_secret() -> str:
+    """A fresh signing secret in Svix's format (`whsec_` and base64), for the demo, tests and the bench."""
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
+def new_message_id(prefix: str = "msg_") -> str:
+    """A fresh message id of Svix's shape (`msg_` and letters and digits)."""
+    return prefix + uuid.uuid4().hex
+
+
+def signed_headers(
+    secret: str, body: bytes | str, msg_id: str | None = None, now: datetime | None = None, prefix: str = "svix"
+) -> dict[str, str]:
+    """The headers Svix sends with `body`, signed with `secret` at `now`: for `send-test` and the demo,
+    which sign as Svix does, and for the tests and the bench. `prefix="webhook"` gives the Standard
+    Webhooks names (webhook-id, …) instead of svix-id, …"""
+    msg_id = msg_id or new_message_id()
     now = now or datetime.now(UTC)
+    text = body.decode() if isinstance(body, bytes) else body
     return {
         "content-type": "application/json",
-        "svix-id": msg_id,
-        "svix-timestamp": str(int(now.timestamp())),
-        "svix-signature": Webhook(secret).sign(msg_id, now, body),
+        f"{prefix}-id": msg_id,
+        f"{prefix}-timestamp": str(int(now.timestamp())),
+        f"{prefix}-signature": _signer(secret).sign(msg_id, now, text),
     }
+
+
+@functools.lru_cache(maxsize=16)
+def _signer(secret: str) -> Webhook:
+    """One Webhook per secret: a load generator signs thousands of bodies with the same one."""
+    return Webhook(secret)
