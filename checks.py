@@ -5,16 +5,16 @@ Every check returns a Check; none raises. The command exits 0 only when all of t
 
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from clock import Clock, utcnow
 from config import Settings
 from errors import ApiUnavailable, ConfigError
 from handlers import build_registry
-from inbox import SCHEMA_VERSION, Inbox, utcnow
+from inbox import SCHEMA_VERSION, Inbox
 from optipick_client import OptiPickClient
 from work_queue import create_huey
 
@@ -35,7 +35,7 @@ class Check:
         return "FAIL" if not self.ok else "WARN" if self.warning else "OK"
 
 
-def run_checks(settings: Settings, now: Callable[[], datetime] = utcnow) -> list[Check]:
+def run_checks(settings: Settings, now: Clock = utcnow) -> list[Check]:
     api, clock = check_api(settings, now)
     return [
         Check("webhook secrets", True, f"{len(settings.webhook_secrets)} secret(s), each a valid whsec_ key"),
@@ -48,7 +48,7 @@ def run_checks(settings: Settings, now: Callable[[], datetime] = utcnow) -> list
     ]
 
 
-def check_api(settings: Settings, now: Callable[[], datetime] = utcnow) -> tuple[Check, Check]:
+def check_api(settings: Settings, now: Clock = utcnow) -> tuple[Check, Check]:
     """The API key (by asking for a result that cannot exist) and the clock (against the API's)."""
     client = OptiPickClient(settings.optipick_api_url, settings.optipick_api_key)
     try:

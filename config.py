@@ -250,9 +250,7 @@ def parse_default_event_type(value: str | None) -> EventType | None:
 def parse_prune_after_days(value: str | None) -> int | None:
     if value is None:
         return None
-    # Two days at least: Svix redelivers a message for about 28 hours, and a redelivery of a pruned
-    # id would be processed again.
-    return parse_int("PRUNE_AFTER_DAYS", value, 0, minimum=2)
+    return parse_int("PRUNE_AFTER_DAYS", value, 0, minimum=defaults.PRUNE_MINIMUM_DAYS)
 
 
 def parse_log_level(value: str) -> str:

@@ -1,4 +1,6 @@
-"""Every default and limit of the service, in one place, each with its unit and the reason for its value."""
+"""The default of every setting, and the limits and timings several modules share, each with its unit and
+the reason for its value. A constant that belongs to one mechanism lives beside it instead (for
+example group_commit.MAX_BATCH, lifecycle.WAKE_SECONDS, checks.CLOCK_FAIL_SECONDS)."""
 
 from pathlib import Path
 
@@ -52,3 +54,9 @@ RECONCILE_BATCH = 500
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # Seconds a 503 asks the sender to wait (Svix retries on its own schedule either way).
 RETRY_AFTER_ON_503 = 10
+
+# Days an event is kept at least before pruning (PRUNE_AFTER_DAYS, `prune --older-than`): Svix
+# redelivers a message for about 28 hours, and a redelivery of a pruned id would be processed again.
+PRUNE_MINIMUM_DAYS = 2
+# Days `prune` keeps events when not told otherwise.
+PRUNE_DEFAULT_DAYS = 30

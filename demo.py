@@ -12,7 +12,6 @@ import signal
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from config import configure_logging, load_settings
 from inbox import FINAL_STATUSES, Status
 from optipick_standin import StandInApi, example_result
 from services import Services
-from signatures import new_secret, signed_headers
+from signatures import new_message_id, new_secret, signed_headers
 from webapp import create_app
 
 ROUTE_ID = "67d3f1a95e593173d0a1b2c4"  # the ids of the example results in fixtures/
@@ -106,15 +105,13 @@ def send_all(base_url: str, secret: str) -> list[tuple[str, int]]:
     """Send every delivery; return each one's svix-id and the HTTP status it got."""
     sent: list[tuple[str, int]] = []
     for number, delivery in enumerate(DELIVERIES, start=1):
-        if delivery.same_id_as is not None:
-            msg_id = sent[delivery.same_id_as][0]
-        else:
-            msg_id = f"msg_demo_{uuid.uuid4().hex[:16]}"
+        reused = delivery.same_id_as
+        message_id = sent[reused][0] if reused is not None else new_message_id("msg_demo_")
         body = json.dumps(delivery.payload)
-        headers = signed_headers(new_secret() if delivery.forged else secret, body, msg_id)
+        headers = signed_headers(new_secret() if delivery.forged else secret, body, message_id)
         response = requests.post(base_url + delivery.path, data=body, headers=headers, timeout=10)
         click.echo(f"{number}. {delivery.what}\n   → {response.status_code} {response.text.strip()}")
-        sent.append((msg_id, response.status_code))
+        sent.append((message_id, response.status_code))
     return sent
 
 
@@ -122,14 +119,14 @@ def report(services: Services, sent: list[tuple[str, int]], api: StandInApi, res
     """Wait for every stored delivery to reach a final status, then show and check the outcome."""
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
-        stored = [services.inbox.by_msg_id(msg_id) for msg_id, _ in sent]
+        stored = [services.inbox.by_message_id(message_id) for message_id, _ in sent]
         if all(event is None or event.status in FINAL_STATUSES for event in stored):
             break
         time.sleep(0.1)
     click.echo("\nwhat the receiver did:")
     ok = True
-    for number, (delivery, (msg_id, answer)) in enumerate(zip(DELIVERIES, sent, strict=True), start=1):
-        event = services.inbox.by_msg_id(msg_id)
+    for number, (delivery, (message_id, answer)) in enumerate(zip(DELIVERIES, sent, strict=True), start=1):
+        event = services.inbox.by_message_id(message_id)
         status = event.status if event else None
         expected = DELIVERIES[delivery.same_id_as].final if delivery.same_id_as is not None else delivery.final
         right = answer == delivery.answer and status == expected

@@ -23,13 +23,11 @@ class ConfigError(ServiceError):
 
 
 class OptiPickError(ServiceError):
-    """The OptiPick API did not give us a result. `retryable` says whether trying later can help."""
-
-    retryable = True
+    """The OptiPick API did not give us a result."""
 
 
 class AuthenticationError(OptiPickError):
-    retryable = False
+    pass
 
 
 class ResultNotFound(OptiPickError):

@@ -1,4 +1,4 @@
-"""OptiPick's webhook event types, and how a delivery's type is worked out.
+"""OptiPick's webhook event types, how a delivery's type is worked out, and the Event handlers receive.
 
 OptiPick sends `route.optimized` and `cluster.optimized` for every warehouse, and
 `route.optimized.{warehouse}.{user id}` / `cluster.optimized.{warehouse}.{user id}` for one warehouse.
@@ -10,9 +10,17 @@ the worker asks the API (see processing.py).
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:  # for the annotations only: both modules import this one
+    from inbox.records import StoredEvent
+    from results import Result
+
+# Wide enough for any request id format (observed ids are 24 hex characters, MongoDB ObjectIds),
+# narrow enough to keep every path and query character out of the API's URLs. Use with fullmatch.
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PAYLOAD_TYPE_FIELDS = ("type", "event_type", "eventType")
 MAX_TYPE_LENGTH = 255
 _USER_ID = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -59,6 +67,34 @@ class EventType:
         if self.warehouse is None:
             return self.general
         return f"{self.general}.{self.warehouse}.{self.user_id}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a handler learns about the delivery that announced a result."""
+
+    message_id: str  # the svix-id, the same on every redelivery
+    type: str  # the event type, e.g. route.optimized or route.optimized.Example.673f…
+    kind: Kind
+    warehouse: str | None
+    user_id: str | None
+    request_id: str
+    received_at: datetime
+
+    @classmethod
+    def announced(cls, stored: "StoredEvent", event_type: EventType, result: "Result") -> "Event":
+        """The event as handlers see it: the warehouse and user id from the type when it names them
+        (a warehouse-specific type), else from the fetched result."""
+        assert stored.request_id is not None  # only events with a usable request id are processed
+        return cls(
+            message_id=stored.message_id,
+            type=str(event_type),
+            kind=event_type.kind,
+            warehouse=event_type.warehouse or result.site_name,
+            user_id=event_type.user_id or result.owner_id,
+            request_id=stored.request_id,
+            received_at=stored.received_at,
+        )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ python main.py demo               the whole flow on this machine, no account nee
 
 import json
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,16 +22,16 @@ import requests
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.serving import make_server
 
-import recovery
+import defaults
+import operations
 import reports
-import retention
 from checks import run_checks
 from config import Settings, configure_logging, load_settings
 from errors import ConfigError
-from inbox import Status, StoredEvent
+from inbox import RECOVERABLE_STATUSES, Status, StoredEvent
 from lifecycle import StopSignals, run_until_stopped
 from services import Services
-from signatures import signed_headers
+from signatures import new_message_id, signed_headers
 from webapp import create_app
 
 STATUS_NAMES = [s.value for s in Status]
@@ -113,7 +112,7 @@ def events(status: str | None, limit: int, as_json: bool) -> None:
 def show(message_id: str) -> None:
     """Print one event in full: fields, history of attempts, result summary, headers and payload."""
     with open_services() as services:
-        event = services.inbox.by_msg_id(message_id)
+        event = services.inbox.by_message_id(message_id)
         if event is None:
             click.echo(f"no event with message id {message_id!r}", err=True)
             sys.exit(1)
@@ -127,7 +126,7 @@ def replay(message_ids: tuple[str, ...]) -> None:
     missing_or_busy = 0
     with open_services() as services:
         for message_id in message_ids:
-            event = services.inbox.by_msg_id(message_id)
+            event = services.inbox.by_message_id(message_id)
             if event is None:
                 click.echo(f"{message_id}: no such event")
                 missing_or_busy += 1
@@ -142,7 +141,7 @@ def replay(message_ids: tuple[str, ...]) -> None:
 @click.option(
     "--status",
     "statuses",
-    default=",".join(recovery.DEFAULT_RECOVER_STATUSES),
+    default=",".join(RECOVERABLE_STATUSES),
     show_default=True,
     help="Comma-separated statuses to recover.",
 )
@@ -151,13 +150,13 @@ def replay(message_ids: tuple[str, ...]) -> None:
 def recover(since: str, until: str | None, statuses: str, type_pattern: str | None, dry_run: bool) -> None:
     """Replay every event that failed since a time (Svix's "Recover failed messages", on this side)."""
     try:
-        start = recovery.parse_time(since)
-        end = recovery.parse_time(until) if until else None
+        start = operations.parse_time(since)
+        end = operations.parse_time(until) if until else None
         chosen = [Status(name.strip()) for name in statuses.split(",") if name.strip()]
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     with open_services() as services:
-        found = recovery.matching(services, start, end, chosen, type_pattern)
+        found = operations.matching(services.inbox, start, end, chosen, type_pattern)
         click.echo(f"{len(found)} event(s) match" + (" (dry run: nothing replayed)" if dry_run else ""))
         for event in found:
             if dry_run:
@@ -167,12 +166,12 @@ def recover(since: str, until: str | None, statuses: str, type_pattern: str | No
 
 
 def _replay_and_say(services: Services, event: StoredEvent) -> bool:
-    outcome = recovery.replay(services, event)
+    outcome = operations.replay(services.inbox, services.queue.enqueue, event, services.settings.default_event_type)
     if outcome.status is None:
-        click.echo(f"{event.msg_id}: skipped, a worker is processing it right now")
+        click.echo(f"{event.message_id}: skipped, a worker is processing it right now")
         return False
     queued = " and queued" if outcome.status is Status.RECEIVED else ""
-    click.echo(f"{event.msg_id}: {event.status} → {outcome.status}{queued}")
+    click.echo(f"{event.message_id}: {event.status} → {outcome.status}{queued}")
     return True
 
 
@@ -180,8 +179,8 @@ def _replay_and_say(services: Services, event: StoredEvent) -> bool:
 @click.option(
     "--older-than",
     "days",
-    type=click.IntRange(min=retention.MINIMUM_DAYS),
-    default=retention.DEFAULT_DAYS,
+    type=click.IntRange(min=defaults.PRUNE_MINIMUM_DAYS),
+    default=defaults.PRUNE_DEFAULT_DAYS,
     show_default=True,
     help="Days since the event was received.",
 )
@@ -189,7 +188,7 @@ def _replay_and_say(services: Services, event: StoredEvent) -> bool:
 def prune(days: int, include_failed: bool) -> None:
     """Delete finished events (done, ignored, duplicate) received more than DAYS ago."""
     with open_services() as services:
-        pruned = retention.prune(services.inbox, days, include_failed)
+        pruned = operations.prune(services.inbox, days, include_failed)
     click.echo(f"pruned {pruned} event(s) older than {days} days")
 
 
@@ -230,15 +229,15 @@ def send_test(url: str | None, event_type: str, request_id: str, secret: str | N
     """Sign a test delivery exactly as Svix would and POST it to the receiver."""
     settings = load_or_exit()
     url = url or f"http://{settings.host}:{settings.port}/webhook"
-    msg_id = f"msg_test_{uuid.uuid4().hex}"
+    message_id = new_message_id("msg_test_")
     body = json.dumps({"type": event_type, "request_id": request_id})
-    headers = signed_headers(secret or settings.webhook_secrets[0], body, msg_id)
+    headers = signed_headers(secret or settings.webhook_secrets[0], body, message_id)
     try:
         response = requests.post(url, data=body, headers=headers, timeout=15, allow_redirects=False)
     except requests.RequestException as exc:
         click.echo(f"could not reach {url}: {type(exc).__name__} (is `python main.py` running?)", err=True)
         sys.exit(1)
-    click.echo(f"sent {msg_id} ({event_type}, request {request_id}) to {url}")
+    click.echo(f"sent {message_id} ({event_type}, request {request_id}) to {url}")
     click.echo(f"{response.status_code}: {SEND_TEST_MEANINGS.get(response.status_code, 'unexpected answer')}")
     sys.exit(0 if response.ok else 1)
 

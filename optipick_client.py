@@ -8,7 +8,6 @@ host), and the request id is checked before it becomes part of a URL.
 
 import email.utils
 import logging
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,19 +16,18 @@ from requests.adapters import HTTPAdapter
 
 import defaults
 from errors import ApiUnavailable, AuthenticationError, RateLimited, ResultNotFound
-from event_types import Kind
+from event_types import REQUEST_ID_PATTERN, Kind
 from results import Result, parse_result
 
 log = logging.getLogger(__name__)
 
-# Observed ids are 24 hex characters (MongoDB ObjectIds); this wider pattern keeps every path and
-# query character out of the URL without betting on that format.
-REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # use with fullmatch
 USER_AGENT = "optipick-webhooks/1.0"
 PROBE_REQUEST_ID = "000000000000000000000000"  # well-formed, and never issued
 
 
 class OptiPickClient:
+    """Owns the conversation with the OptiPick API: one kept-alive session, the key, and what each answer means."""
+
     def __init__(
         self,
         base_url: str,

@@ -8,24 +8,23 @@ back into the queue whatever the inbox says is due, because the queue itself can
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
 import defaults
+from clock import Clock, utcnow
 from errors import AuthenticationError, HandlerError, OptiPickError, RateLimited, ResultNotFound
-from event_types import EventType, Kind
-from handlers.console import summary
-from handlers.registry import Event, Registry
-from inbox import Claim, Inbox, Status, utcnow
+from event_types import Event, EventType
+from handlers.registry import Registry
+from inbox import Claim, ClaimLost, HeldBy, Inbox, Status
 from optipick_client import OptiPickClient
 from results import Result
+from summaries import summary
+from work_queue import Enqueue
 
 log = logging.getLogger(__name__)
-
-Enqueue = Callable[[int, float], None]  # (inbox id, delay in seconds)
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,11 @@ class RetryPolicy:
 
 
 class Processor:
+    """Owns what happens to an event after its acknowledgement: each attempt, its retries, and its end.
+
+    Its methods take `now` (process as at that instant, for tests); without it, each step reads the clock.
+    """
+
     def __init__(
         self,
         inbox: Inbox,
@@ -49,6 +53,7 @@ class Processor:
         *,
         policy: RetryPolicy = RetryPolicy(),
         lease_seconds: int = defaults.LEASE_SECONDS,
+        clock: Clock = utcnow,
     ) -> None:
         self.inbox = inbox
         self.client = client
@@ -56,6 +61,7 @@ class Processor:
         self.enqueue = enqueue
         self.policy = policy
         self.lease_seconds = lease_seconds
+        self.clock = clock
         # Claims being worked on in this process, so a stopping worker can give back what it could
         # not finish instead of leaving it locked until the lease runs out.
         self._active: dict[str, Claim] = {}
@@ -64,9 +70,8 @@ class Processor:
     def process(self, event_id: int, now: datetime | None = None) -> Status | None:
         """Process one event if it is due and nobody else holds it; return the status it was left in
         (None when there was nothing to do, or the claim was lost to another worker meanwhile)."""
-        clock = (lambda: now) if now is not None else utcnow
         try:
-            claim = self.inbox.claim(event_id, self.lease_seconds, clock())
+            claim = self.inbox.claim(event_id, self.lease_seconds, now)
         except SQLAlchemyError as exc:  # the database is down or busy: the row stays due for later
             log.warning("could not claim event %s (%s); the reconciler will offer it again", event_id, exc)
             return None
@@ -76,9 +81,11 @@ class Processor:
         with self._active_lock:
             self._active[claim.token] = claim
         try:
-            return self._process_claimed(claim, clock)
+            return self._attempt(claim, now)
         except SQLAlchemyError as exc:  # the outcome could not be recorded: the lease hands it on
-            log.warning("%s: could not record the outcome (%s); it runs again after its lease", claim.event.msg_id, exc)
+            log.warning(
+                "%s: could not record the outcome (%s); it runs again after its lease", claim.event.message_id, exc
+            )
             return None
         finally:
             with self._active_lock:
@@ -94,71 +101,58 @@ class Processor:
             log.warning("gave back %d event(s) cut off by the shutdown; they run again on the next start", released)
         return released
 
-    def _process_claimed(self, claim: Claim, clock: Callable[[], datetime]) -> Status | None:
+    def _attempt(self, claim: Claim, now: datetime | None) -> Status | None:
+        """One attempt at a claimed event, every failure turned into the status it deserves."""
         attempts = claim.event.attempts
         if attempts > self.policy.max_attempts:
             # Attempts are counted when claimed, so this event's last attempts were cut off (a crash
             # or a kill) before they could record an outcome. Stop here instead of looping forever.
             reason = claim.event.last_error or "every attempt was interrupted before it finished"
-            return self._finish(claim, Status.DEAD, f"gave up after {attempts - 1} attempts: {reason}", clock)
+            return self._finish(claim, Status.DEAD, f"gave up after {attempts - 1} attempts: {reason}", now)
         try:
-            return self._fetch_and_handle(claim, clock)
+            return self._fetch_and_handle(claim, now)
         except AuthenticationError as exc:
-            return self._finish(claim, Status.DEAD, str(exc), clock)
+            return self._finish(claim, Status.DEAD, str(exc), now)
         except ResultNotFound as exc:
             if attempts >= self.policy.not_found_max_attempts:
-                return self._finish(claim, Status.DEAD, f"{exc}; gave up after {attempts} attempts", clock)
-            return self._retry(claim, str(exc), clock)
+                return self._finish(claim, Status.DEAD, f"{exc}; gave up after {attempts} attempts", now)
+            return self._retry(claim, str(exc), now)
         except RateLimited as exc:
-            return self._retry(claim, str(exc), clock, at_least=exc.retry_after or 0)
+            return self._retry(claim, str(exc), now, at_least=exc.retry_after or 0)
         except (OptiPickError, HandlerError) as exc:
-            return self._retry(claim, str(exc), clock)
+            return self._retry(claim, str(exc), now)
         except Exception as exc:  # a bug, here or in a library: keep the worker alive and the event safe
-            log.exception("unexpected error while processing %s", claim.event.msg_id)
-            return self._retry(claim, f"unexpected error: {type(exc).__name__}: {exc}", clock)
+            log.exception("unexpected error while processing %s", claim.event.message_id)
+            return self._retry(claim, f"unexpected error: {type(exc).__name__}: {exc}", now)
 
-    def _fetch_and_handle(self, claim: Claim, clock: Callable[[], datetime]) -> Status | None:
+    def _fetch_and_handle(self, claim: Claim, now: datetime | None) -> Status | None:
+        """Learn the type, reserve the optimization, fetch the result, run the handlers, record it done."""
         stored = claim.event
         assert stored.request_id is not None  # intake stores only events with a usable request id as received
-        request_id = stored.request_id
-        event_type = EventType.parse(stored.event_type) if stored.event_type else None
-
-        result: Result | None = None
-        if event_type is None:  # nothing named the type: the API tells which kind this id is
-            result = self.client.detect(request_id)
-            event_type = EventType(result.kind)
-            log.info("%s: detected %s from the API", stored.msg_id, event_type)
-
-        if not self.inbox.reserve_optimization(claim, event_type.kind, request_id, str(event_type)):
-            holder = self.inbox.holder_of(event_type.kind, request_id)
-            if holder in (None, stored.msg_id):
-                log.warning("%s: lost its claim to another worker; leaving it", stored.msg_id)
+        event_type, result = self._event_type(stored.message_id, stored.event_type, stored.request_id)
+        match self.inbox.reserve(claim, event_type.kind, stored.request_id, str(event_type)):
+            case HeldBy(holder):
+                error = f"{event_type.kind} {stored.request_id} is handled by {holder}"
+                return self._finish(claim, Status.DUPLICATE, error, now)
+            case ClaimLost():
+                log.warning("%s: lost its claim to another worker; leaving it", stored.message_id)
                 return None
-            return self._finish(
-                claim, Status.DUPLICATE, f"{event_type.kind} {request_id} is handled by {holder}", clock
-            )
-
-        if result is None:
-            result = self.client.fetch(event_type.kind, request_id)
-        if not self._still_ours(claim, clock()):
-            log.warning("%s: lost its claim while fetching; leaving it to the new owner", stored.msg_id)
+        result = result or self.client.fetch(event_type.kind, stored.request_id)
+        if not self._still_ours(claim, now or self.clock()):
+            log.warning("%s: lost its claim while fetching; leaving it to the new owner", stored.message_id)
             return None
-
-        event = Event(
-            message_id=stored.msg_id,
-            type=str(event_type),
-            kind=Kind(event_type.kind),
-            warehouse=event_type.warehouse or result.site_name,
-            user_id=event_type.user_id or result.owner_id,
-            request_id=request_id,
-            received_at=stored.received_at,
-        )
+        event = Event.announced(claim.event, event_type, result)
         handled = self.registry.dispatch(event, result)
-        outcome = f"optimization failed: {result.error}" if result.error is not None else None
-        status = self._finish(claim, Status.DONE, outcome, clock, summary=summary(event, result))
-        if status is Status.DONE:
-            log.info("%s: done (%s %s, %d handler(s))", stored.msg_id, event.type, request_id, handled)
-        return status
+        return self._done(claim, event, result, handled, now)
+
+    def _event_type(self, message_id: str, stored_type: str | None, request_id: str) -> tuple[EventType, Result | None]:
+        """The type stored at intake; when nothing named it, the API tells, and its result comes along."""
+        event_type = EventType.parse(stored_type) if stored_type else None
+        if event_type is not None:
+            return event_type, None
+        result = self.client.detect(request_id)
+        log.info("%s: detected %s from the API", message_id, result.kind)
+        return EventType(result.kind), result
 
     def _still_ours(self, claim: Claim, now: datetime) -> bool:
         """Before the handlers run: is the claim still ours, with enough lease left for them?
@@ -170,36 +164,39 @@ class Processor:
             return self.inbox.holds(claim)
         return self.inbox.renew(claim, self.lease_seconds, now)
 
-    def _finish(
-        self,
-        claim: Claim,
-        status: Status,
-        error: str | None,
-        clock: Callable[[], datetime],
-        summary: str | None = None,
-    ) -> Status | None:
-        if not self.inbox.finish(claim, status, error, clock(), summary=summary):
-            log.warning("%s: lost its claim before it could be marked %s", claim.event.msg_id, status)
-            return None
-        if status is Status.DEAD:
-            log.error("%s: dead after attempt %d: %s", claim.event.msg_id, claim.event.attempts, error)
-        elif status is Status.DUPLICATE:
-            log.info("%s: duplicate: %s", claim.event.msg_id, error)
+    def _done(self, claim: Claim, event: Event, result: Result, handled: int, now: datetime | None) -> Status | None:
+        outcome = f"optimization failed: {result.error}" if result.error is not None else None
+        status = self._finish(claim, Status.DONE, outcome, now, summary=summary(event, result))
+        if status is Status.DONE:
+            log.info("%s: done (%s %s, %d handler(s))", event.message_id, event.type, event.request_id, handled)
         return status
 
-    def _retry(self, claim: Claim, error: str, clock: Callable[[], datetime], at_least: float = 0) -> Status | None:
+    def _finish(
+        self, claim: Claim, status: Status, error: str | None, now: datetime | None, summary: str | None = None
+    ) -> Status | None:
+        if not self.inbox.finish(claim, status, error, now, summary=summary):
+            log.warning("%s: lost its claim before it could be marked %s", claim.event.message_id, status)
+            return None
+        if status is Status.DEAD:
+            log.error("%s: dead after attempt %d: %s", claim.event.message_id, claim.event.attempts, error)
+        elif status is Status.DUPLICATE:
+            log.info("%s: duplicate: %s", claim.event.message_id, error)
+        return status
+
+    def _retry(self, claim: Claim, error: str, now: datetime | None, at_least: float = 0) -> Status | None:
         attempts = claim.event.attempts
         if attempts >= self.policy.max_attempts:
-            return self._finish(claim, Status.DEAD, f"{error}; gave up after {attempts} attempts", clock)
+            return self._finish(claim, Status.DEAD, f"{error}; gave up after {attempts} attempts", now)
         # The API's Retry-After counts, but no more than the longest backoff: an absurd value must
         # neither overflow the clock nor park an acknowledged event for years.
         delay = max(float(self.policy.delay_after(attempts)), min(at_least, float(max(self.policy.delays))))
-        if not self.inbox.retry_later(claim, error, clock() + timedelta(seconds=delay), clock()):
-            log.warning("%s: lost its claim before its retry could be recorded", claim.event.msg_id)
+        now = now or self.clock()
+        if not self.inbox.retry_later(claim, error, now + timedelta(seconds=delay), now):
+            log.warning("%s: lost its claim before its retry could be recorded", claim.event.message_id)
             return None
         log.warning(
             "%s: attempt %d of %d failed: %s; retrying in %.0f s",
-            claim.event.msg_id,
+            claim.event.message_id,
             attempts,
             self.policy.max_attempts,
             error,

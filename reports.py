@@ -12,7 +12,7 @@ TABLE_COLUMNS = ("received_at", "message_id", "status", "attempts", "type", "req
 def event_fields(event: StoredEvent) -> dict[str, object]:
     """One event as `events --json` prints it."""
     return {
-        "message_id": event.msg_id,
+        "message_id": event.message_id,
         "type": event.event_type,
         "request_id": event.request_id,
         "status": str(event.status),
@@ -35,13 +35,15 @@ def events_table(events: Sequence[StoredEvent]) -> list[str]:
 
 
 def event_one_line(event: StoredEvent) -> str:
-    return f"{event.msg_id}  {event.status}  {event.event_type or 'type unknown'}  request {event.request_id or '-'}"
+    return (
+        f"{event.message_id}  {event.status}  {event.event_type or 'type unknown'}  request {event.request_id or '-'}"
+    )
 
 
 def event_in_full(event: StoredEvent, history: Sequence[HistoryEntry]) -> list[str]:
     """Everything `show` knows: fields, history, the fetched result's summary, headers and payload."""
     lines = [
-        f"message id    {event.msg_id}",
+        f"message id    {event.message_id}",
         f"status        {event.status} (attempts {event.attempts})",
         f"type          {event.event_type or 'unknown yet'}"
         + (f"  (URL path: {event.path_type})" if event.path_type else ""),

@@ -3,7 +3,8 @@ the embedded consumer and the CLI."""
 
 from dataclasses import dataclass
 
-import retention
+import operations
+from clock import Clock, utcnow
 from config import Settings
 from handlers import Registry, build_registry
 from inbox import Inbox
@@ -22,8 +23,8 @@ class Services:
     processor: Processor
 
     @classmethod
-    def build(cls, settings: Settings) -> "Services":
-        inbox = Inbox.open(settings.database_url)
+    def build(cls, settings: Settings, clock: Clock = utcnow) -> "Services":
+        inbox = Inbox.open(settings.database_url, clock)
         queue = WorkQueue(create_huey(settings.queue_url))
         client = OptiPickClient(
             settings.optipick_api_url, settings.optipick_api_key, connections=settings.worker_threads
@@ -36,11 +37,12 @@ class Services:
             queue.enqueue,
             policy=RetryPolicy(max_attempts=settings.max_attempts),
             lease_seconds=settings.lease_seconds,
+            clock=clock,
         )
         pruner = None
         if settings.prune_after_days is not None:
             days = settings.prune_after_days
-            pruner = lambda: retention.prune(inbox, days)  # noqa: E731 -- a one-line closure reads best here
+            pruner = lambda: operations.prune(inbox, days)  # noqa: E731 -- a one-line closure reads best here
         queue.attach(processor, pruner)
         return cls(settings, inbox, queue, client, registry, processor)
 

@@ -15,10 +15,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, NotFound
 
 import defaults
-from config import Settings, configure_logging, load_settings
+from config import configure_logging, load_settings
 from event_types import EventType
 from inbox import Status
-from intake import MESSAGE_ID_PATTERN, message_id, read_delivery
+from intake import MESSAGE_ID_PATTERN, message_id_of, read_delivery
 from services import Services
 from signatures import InvalidSignature, SignatureVerifier
 
@@ -29,14 +29,14 @@ log = logging.getLogger("webhook")
 ABORT_HEADERS = {"webhook-delivery": "abort-message"}
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
-    """Build the web app from `settings` (read from the environment when omitted).
+def create_app(services: Services | None = None) -> Flask:
+    """Build the web app on `services` (the inbox, queue and settings it shares with an embedded consumer).
 
-    Pass `services` to share the inbox and queue with an embedded consumer. Under a WSGI server
-    (`gunicorn 'webapp:create_app()'`) it reads the settings and sets up logging itself.
+    Without them, as under a WSGI server (`gunicorn 'webapp:create_app()'`), it reads the settings from
+    the environment, sets up logging and builds its own.
     """
     if services is None:
-        settings = settings or load_settings()
+        settings = load_settings()
         configure_logging(settings.log_level)
         services = Services.build(settings)
     settings = services.settings
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 
 def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Response, int, dict[str, str]]:
+    """POST /webhook: verify the delivery, store it durably, enqueue it, and answer; never call the API."""
     started = time.perf_counter()
     services: Services = current_app.extensions["optipick"]
     verifier: SignatureVerifier = current_app.extensions["optipick.verifier"]
@@ -85,20 +86,20 @@ def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Re
         verifier.verify(body, request.headers)
     except InvalidSignature as exc:
         log.warning(
-            "rejected delivery %s from %s: %s", _loggable(message_id(request.headers)), request.remote_addr, exc
+            "rejected delivery %s from %s: %s", _loggable(message_id_of(request.headers)), request.remote_addr, exc
         )
         return error(401, "invalid signature")
 
-    msg_id = message_id(request.headers)
-    if not MESSAGE_ID_PATTERN.fullmatch(msg_id):
-        log.warning("rejected signed delivery %s: the message id is not a usable key", _loggable(msg_id))
+    message_id = message_id_of(request.headers)
+    if not MESSAGE_ID_PATTERN.fullmatch(message_id):
+        log.warning("rejected signed delivery %s: the message id is not a usable key", _loggable(message_id))
         return error(400, "unusable message id", headers=ABORT_HEADERS)
 
-    delivery = read_delivery(msg_id, body, request.headers, path_event_type, services.settings.default_event_type)
+    delivery = read_delivery(message_id, body, request.headers, path_event_type, services.settings.default_event_type)
     try:
         added = services.inbox.add(delivery)
     except SQLAlchemyError as exc:
-        log.error("could not store delivery %s, answering 503: %s", msg_id, type(exc).__name__)
+        log.error("could not store delivery %s, answering 503: %s", message_id, type(exc).__name__)
         return error(503, "cannot store the delivery now", headers={"Retry-After": str(defaults.RETRY_AFTER_ON_503)})
 
     stored = added.event
@@ -106,13 +107,13 @@ def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Re
         try:
             services.queue.enqueue(stored.id)
         except Exception as exc:  # the row is committed; the reconciler will enqueue it
-            log.warning("stored %s but could not enqueue it (%s); the reconciler will", msg_id, type(exc).__name__)
+            log.warning("stored %s but could not enqueue it (%s); the reconciler will", message_id, type(exc).__name__)
 
     elapsed_ms = (time.perf_counter() - started) * 1000
     log.info(
         "%s %s: %s, type %s, request %s (%.1f ms)",
         "accepted" if added.created else "redelivered",
-        msg_id,
+        message_id,
         stored.status,
         stored.event_type or "unknown yet",
         stored.request_id,
@@ -120,7 +121,9 @@ def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Re
     )
     if stored.status is Status.INVALID:
         return error(400, stored.last_error or "invalid payload", headers=ABORT_HEADERS)
-    return jsonify(status=str(stored.status) if added.created else "duplicate"), 200
+    # A redelivery (the same svix-id again) is answered "redelivered", whatever the first delivery's
+    # status: it changed nothing. ("duplicate" is a status: another message for the same optimization.)
+    return jsonify(status=str(stored.status) if added.created else "redelivered"), 200
 
 
 def healthz() -> tuple[Response, int]:

@@ -32,6 +32,8 @@ class Worker(Protocol):
 
 
 Pruner = Callable[[], int]
+# What the processor and the operations commands enqueue with: (inbox id, delay in seconds).
+Enqueue = Callable[[int, float], None]
 
 
 def create_huey(queue_url: str) -> Huey:
@@ -91,6 +93,8 @@ def _postgres_huey(url: URL) -> Huey:
 
 
 class WorkQueue:
+    """Owns the Huey side: the tasks (process an event, reconcile, prune), enqueueing them, and the consumer."""
+
     def __init__(self, huey: Huey) -> None:
         self.huey = huey
         self._worker: Worker | None = None

@@ -16,28 +16,14 @@ before the event was marked done), so they must be idempotent: key their effects
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Protocol, overload
 
 from errors import HandlerError
-from event_types import Kind
+from event_types import Event, Kind
 from results import Result
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Event:
-    """What a handler learns about the delivery that announced a result."""
-
-    message_id: str  # the svix-id, the same on every redelivery
-    type: str  # the event type, e.g. route.optimized or route.optimized.Example.673f…
-    kind: Kind
-    warehouse: str | None
-    user_id: str | None
-    request_id: str
-    received_at: datetime
 
 
 class Handler(Protocol):
@@ -81,6 +67,8 @@ def _part_matches(pattern: str | None, value: str | None) -> bool:
 
 
 class Registry:
+    """Owns which handlers run for which event: subscriptions by pattern, and running them in order."""
+
     def __init__(self) -> None:
         self._subscriptions: list[tuple[Pattern, Handler]] = []
 

@@ -9,10 +9,11 @@ import contextlib
 import json
 import os
 import tempfile
-import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from handlers.registry import Event
+from clock import utcnow
+from event_types import Event
 from results import Result
 
 # A temporary file older than this was left by a process killed mid-write: no writer is still on it.
@@ -20,6 +21,8 @@ STALE_TEMPORARY_SECONDS = 600
 
 
 class ResultsFolder:
+    """The handler that writes each result to RESULTS_DIR, atomically."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.remove_stale_temporaries()
@@ -27,9 +30,9 @@ class ResultsFolder:
     def __repr__(self) -> str:
         return f"ResultsFolder({str(self.root)!r})"
 
-    def remove_stale_temporaries(self, now: float | None = None) -> int:
+    def remove_stale_temporaries(self, now: datetime | None = None) -> int:
         """Delete the temporary files of writes cut off by a crash; return how many."""
-        cutoff = (now or time.time()) - STALE_TEMPORARY_SECONDS
+        cutoff = ((now or utcnow()) - timedelta(seconds=STALE_TEMPORARY_SECONDS)).timestamp()
         removed = 0
         for temporary in self.root.glob("*/.*.json.*.tmp"):
             with contextlib.suppress(FileNotFoundError):  # another process may clean up at the same time

@@ -76,7 +76,7 @@ def test_send_test_is_accepted_stored_and_processed(
         f"http://127.0.0.1:{receiver}/webhook",
     )
     assert "\n200: accepted" in result.stdout
-    stored = services.inbox.by_msg_id(msg_id)
+    stored = services.inbox.by_message_id(msg_id)
     assert stored is not None
     assert stored.status is Status.RECEIVED
     assert (stored.event_type, stored.request_id) == (event_type, request_id)
@@ -85,7 +85,7 @@ def test_send_test_is_accepted_stored_and_processed(
     assert secret.removeprefix("whsec_") not in result.output
 
     drain(services)  # the delivery is a real one: the worker takes it all the way
-    assert services.inbox.by_msg_id(msg_id).status is Status.DONE
+    assert services.inbox.by_message_id(msg_id).status is Status.DONE
     assert api.fetches[(event_type.split(".")[0], request_id)] == 1
 
 
@@ -109,7 +109,7 @@ def test_send_test_with_an_unusable_request_id_says_the_payload_is_unusable(envi
 
     assert result.exit_code == 1
     assert "\n400: signed correctly, but the payload is unusable" in result.stdout
-    assert services.inbox.by_msg_id(sent_msg_id(result.stdout)).status is Status.INVALID
+    assert services.inbox.by_message_id(sent_msg_id(result.stdout)).status is Status.INVALID
 
 
 def test_send_test_to_a_closed_port_cannot_reach(environ, services):
@@ -147,7 +147,7 @@ def test_send_test_as_a_process_reaches_a_running_receiver(environ, tmp_path, ap
         inbox = Inbox.open(environ["DATABASE_URL"])
         try:
             wait_until(
-                lambda: (event := inbox.by_msg_id(msg_id)) is not None and event.status is Status.DONE,
+                lambda: (event := inbox.by_message_id(msg_id)) is not None and event.status is Status.DONE,
                 "the test delivery to be done",
                 watch=[receiver],
             )

@@ -107,7 +107,7 @@ class Run:
                 ok = [i for i, answer in enumerate(chain) if answer.ok]
                 if ok and any(answer.code is None for answer in chain[: ok[0]]):
                     retried += 1
-                    duplicates += chain[ok[0]].status == "duplicate"
+                    duplicates += chain[ok[0]].status == "redelivered"
         return retried, duplicates
 
     def repeats(self) -> "Repeats":
@@ -191,7 +191,7 @@ class Run:
 def lost_then_duplicate(chain: list[Answer]) -> bool:
     """Whether a copy's connection was dropped and a later try of it was answered 2xx as a duplicate."""
     dropped = [i for i, answer in enumerate(chain) if answer.code is None]
-    return bool(dropped) and any(a.ok and a.status == "duplicate" for a in chain[dropped[0] + 1 :])
+    return bool(dropped) and any(a.ok and a.status == "redelivered" for a in chain[dropped[0] + 1 :])
 
 
 def crash_run(backend_name: str, environ: dict[str, str], api, secret: str, tmp_path: Path) -> Run:

@@ -17,9 +17,10 @@ from conftest import Backend
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, event, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from group_commit import GroupCommit
-from inbox import Inbox, NewDelivery, Status, create_db_engine, writers_lock
-from writers_lock import WritersLock
+from inbox import Inbox, NewDelivery, SqliteDatabase, Status
+from inbox.database import sqlite_engine
+from inbox.group_commit import GroupCommit
+from inbox.writers_lock import WritersLock
 
 metadata = MetaData()
 rows = Table("rows", metadata, Column("id", Integer, primary_key=True), Column("name", String(50), nullable=False))
@@ -27,7 +28,7 @@ rows = Table("rows", metadata, Column("id", Integer, primary_key=True), Column("
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'group.db'}")
+    engine = sqlite_engine(f"sqlite:///{tmp_path / 'group.db'}", "FULL")
     metadata.create_all(engine)
     yield engine
     engine.dispose()
@@ -223,12 +224,11 @@ def test_the_workers_bookkeeping_also_waits_for_its_turn(tmp_path: Path) -> None
 
 def test_a_sqlite_inbox_keeps_its_lock_file_beside_the_database(tmp_path: Path) -> None:
     """The lock file is `<database>-writers.lock`; an in-memory database has none."""
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'inbox.db'}")
-    lock = writers_lock(engine)
-    assert lock is not None
-    assert lock.path == tmp_path / "inbox.db-writers.lock"
-    assert writers_lock(create_db_engine("sqlite://")) is None
-    engine.dispose()
+    database = SqliteDatabase(f"sqlite:///{tmp_path / 'inbox.db'}")
+    assert database.writers is not None
+    assert database.writers.path == tmp_path / "inbox.db-writers.lock"
+    assert SqliteDatabase("sqlite://").writers is None
+    database.close()
 
 
 def test_the_same_delivery_six_times_at_once_is_stored_once(backend: Backend) -> None:

@@ -15,11 +15,11 @@ from config import load_settings
 from errors import ConfigError, HandlerError
 from event_types import Kind
 from handlers import ResultsFolder, build_registry, console
-from handlers.console import summary
 from handlers.registry import Event, Pattern, Registry
 from inbox import Status
 from optipick_standin import example_result
 from results import RouteResult, parse_cluster, parse_route
+from summaries import summary
 
 USER = "673f48095739843f4de65ec9"
 RECEIVED = datetime(2025, 3, 14, 7, 43, tzinfo=UTC)
@@ -363,7 +363,7 @@ def test_handler_module_is_loaded_and_called_with_the_event(environ, example_cal
 
     [(event, result)] = example_calls  # the cluster event does not match route.optimized.Example.*
     assert event == Event(
-        message_id=stored.msg_id,
+        message_id=stored.message_id,
         type=event_type,
         kind=Kind.ROUTE,
         warehouse="Example",

@@ -17,7 +17,7 @@ from worker_support import deliver, services_with
 
 import defaults
 import inbox as inbox_module
-import recovery
+import operations
 from config import load_settings
 from errors import ConfigError
 from inbox import Status, StoredEvent
@@ -59,7 +59,7 @@ def send_invalid(sender, services) -> StoredEvent:
     """An authentic delivery without a request id: stored as invalid, answered 400."""
     msg_id = new_msg_id()
     assert sender.send({"type": "route.optimized"}, msg_id=msg_id).status_code == 400
-    return services.inbox.by_msg_id(msg_id)
+    return services.inbox.by_message_id(msg_id)
 
 
 def send_ignored(sender, services) -> StoredEvent:
@@ -79,7 +79,7 @@ def story(services, event_id: int) -> list[tuple[str, int | None, str | None]]:
 
 def snapshot(services) -> dict[str, tuple[StoredEvent, list]]:
     """Every stored event with its history, to show that a command changed nothing."""
-    return {e.msg_id: (e, services.inbox.history_of(e.id)) for e in services.inbox.latest(limit=1000)}
+    return {e.message_id: (e, services.inbox.history_of(e.id)) for e in services.inbox.latest(limit=1000)}
 
 
 def result_files(settings) -> list[str]:
@@ -88,7 +88,7 @@ def result_files(settings) -> list[str]:
 
 
 def status_of(services, msg_id: str) -> Status:
-    return services.inbox.by_msg_id(msg_id).status
+    return services.inbox.by_message_id(msg_id).status
 
 
 # replay ---------------------------------------------------------------------------------------------
@@ -99,10 +99,10 @@ def test_replay_received_queues_it_again_and_it_runs_once(environ, services, sen
     event = route_event(services, sender)
     assert services.queue.pending() == 1
 
-    result = run(environ, "replay", event.msg_id)
+    result = run(environ, "replay", event.message_id)
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{event.msg_id}: received → received and queued\n"
+    assert result.stdout == f"{event.message_id}: received → received and queued\n"
     assert services.queue.pending() == 2
     assert story(services, event.id) == [("replayed", None, "replayed as received")]
     drain(services)
@@ -117,10 +117,10 @@ def test_replay_skips_an_event_a_worker_holds(environ, services, sender):
     assert services.inbox.claim(event.id, 60) is not None
     before = snapshot(services)
 
-    result = run(environ, "replay", event.msg_id)
+    result = run(environ, "replay", event.message_id)
 
     assert result.exit_code == 1
-    assert result.stdout == f"{event.msg_id}: skipped, a worker is processing it right now\n"
+    assert result.stdout == f"{event.message_id}: skipped, a worker is processing it right now\n"
     assert snapshot(services) == before
     assert services.queue.pending() == 1  # only the delivery's own task
 
@@ -131,10 +131,10 @@ def test_replay_takes_back_an_expired_lease(environ, services, sender, api):
     stale = services.inbox.claim(event.id, 60, now=datetime.now(UTC) - timedelta(hours=1))
     assert stale is not None
 
-    result = run(environ, "replay", event.msg_id)
+    result = run(environ, "replay", event.message_id)
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{event.msg_id}: processing → received and queued\n"
+    assert result.stdout == f"{event.message_id}: processing → received and queued\n"
     row = services.inbox.get(event.id)
     assert (row.status, row.attempts, row.claim_token, row.lease_until) == (Status.RECEIVED, 0, None, None)
     assert not services.inbox.finish(stale, Status.DONE)  # the dead worker's claim is gone
@@ -148,13 +148,13 @@ def test_replay_retrying_starts_afresh(environ, services, sender, api):
     """A `retrying` event is queued at once with attempts from zero and no error, and is done once the result exists."""
     event = route_event(services, sender, UNKNOWN_ID)
     drain(services)
-    assert (status_of(services, event.msg_id), services.inbox.get(event.id).attempts) == (Status.RETRYING, 1)
+    assert (status_of(services, event.message_id), services.inbox.get(event.id).attempts) == (Status.RETRYING, 1)
     api.add_result("route", UNKNOWN_ID)
 
-    result = run(environ, "replay", event.msg_id)
+    result = run(environ, "replay", event.message_id)
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{event.msg_id}: retrying → received and queued\n"
+    assert result.stdout == f"{event.message_id}: retrying → received and queued\n"
     row = services.inbox.get(event.id)
     assert (row.status, row.attempts, row.last_error) == (Status.RECEIVED, 0, None)
     drain(services)
@@ -168,16 +168,16 @@ def test_replay_done_runs_the_handlers_again_into_the_same_file(environ, service
     services.registry.subscribe("*", lambda event, result: calls.append(event.message_id))
     event = route_event(services, sender)
     drain(services)
-    assert status_of(services, event.msg_id) is Status.DONE
+    assert status_of(services, event.message_id) is Status.DONE
 
-    result = run(environ, "replay", event.msg_id)
+    result = run(environ, "replay", event.message_id)
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{event.msg_id}: done → received and queued\n"
+    assert result.stdout == f"{event.message_id}: done → received and queued\n"
     drain(services)
     row = services.inbox.get(event.id)
     assert (row.status, row.attempts, row.result_summary) == (Status.DONE, 1, ROUTE_SUMMARY)
-    assert calls == [event.msg_id, event.msg_id]
+    assert calls == [event.message_id, event.message_id]
     assert api.fetches[("route", ROUTE_ID)] == 2
     assert result_files(settings) == [f"route/{ROUTE_ID}.json"]
     assert story(services, event.id) == [
@@ -202,10 +202,10 @@ def test_replay_of_an_unprocessable_event_resolves_it_the_same(environ, services
     event = send(sender, services)
     assert event.status is status
 
-    result = run(environ, "replay", event.msg_id)
+    result = run(environ, "replay", event.message_id)
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{event.msg_id}: {status} → {status}\n"
+    assert result.stdout == f"{event.message_id}: {status} → {status}\n"
     row = services.inbox.get(event.id)
     assert (row.status, row.attempts, row.last_error, row.next_attempt_at) == (status, 0, error, None)
     assert story(services, event.id) == [("replayed", None, f"replayed as {status}")]
@@ -218,12 +218,12 @@ def test_replay_dead_is_done_once_the_api_works(environ, services, sender, api):
     api.fail_first("route", ROUTE_ID, (403, {}, {"message": "Forbidden"}))
     event = route_event(services, sender)
     drain(services)
-    assert status_of(services, event.msg_id) is Status.DEAD
+    assert status_of(services, event.message_id) is Status.DEAD
 
-    result = run(environ, "replay", event.msg_id)
+    result = run(environ, "replay", event.message_id)
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{event.msg_id}: dead → received and queued\n"
+    assert result.stdout == f"{event.message_id}: dead → received and queued\n"
     assert services.queue.pending() == 1
     drain(services)
     row = services.inbox.get(event.id)
@@ -236,27 +236,27 @@ def test_replay_duplicate_stays_duplicate_while_the_holder_lives(environ, servic
     drain(services)
     copy = route_event(services, sender)
     drain(services)
-    assert status_of(services, copy.msg_id) is Status.DUPLICATE
+    assert status_of(services, copy.message_id) is Status.DUPLICATE
 
-    result = run(environ, "replay", copy.msg_id)
+    result = run(environ, "replay", copy.message_id)
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"{copy.msg_id}: duplicate → received and queued\n"
+    assert result.stdout == f"{copy.message_id}: duplicate → received and queued\n"
     assert services.inbox.get(copy.id).attempts == 0
     drain(services)
     row = services.inbox.get(copy.id)
     assert (row.status, row.attempts) == (Status.DUPLICATE, 1)
-    assert row.last_error == f"route {ROUTE_ID} is handled by {holder.msg_id}"
-    assert status_of(services, holder.msg_id) is Status.DONE
+    assert row.last_error == f"route {ROUTE_ID} is handled by {holder.message_id}"
+    assert status_of(services, holder.message_id) is Status.DONE
     assert api.fetches[("route", ROUTE_ID)] == 1
 
 
 def test_replay_unknown_id_exits_1_after_replaying_the_others(environ, services, sender):
     """An unknown message id prints "no such event" and makes the exit code 1; the known ids are still replayed."""
     event = send_ignored(sender, services)
-    result = run(environ, "replay", "msg_nope", event.msg_id)
+    result = run(environ, "replay", "msg_nope", event.message_id)
     assert result.exit_code == 1
-    assert result.stdout == f"msg_nope: no such event\n{event.msg_id}: ignored → ignored\n"
+    assert result.stdout == f"msg_nope: no such event\n{event.message_id}: ignored → ignored\n"
     assert [h[0] for h in story(services, event.id)] == ["replayed"]
 
     alone = run(environ, "replay", "msg_nope")
@@ -282,7 +282,7 @@ def test_replay_resolves_the_type_with_todays_default(environ, services, sender,
     assert detections == defaults.NOT_FOUND_MAX_ATTEMPTS
     api.add_result("route", ROUTE_2)
 
-    result = run(environ, "replay", event.msg_id, WEBHOOK_DEFAULT_EVENT_TYPE="route.optimized")
+    result = run(environ, "replay", event.message_id, WEBHOOK_DEFAULT_EVENT_TYPE="route.optimized")
 
     assert result.exit_code == 0, result.output
     row = services.inbox.get(event.id)
@@ -310,8 +310,8 @@ def test_recover_after_fixing_a_refused_key(environ, services, api):
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         "2 event(s) match",
-        f"{route.msg_id}: dead → received and queued",
-        f"{untyped.msg_id}: dead → received and queued",
+        f"{route.message_id}: dead → received and queued",
+        f"{untyped.message_id}: dead → received and queued",
     ]
     drain(services)
     assert services.inbox.get(route.id).status is Status.DONE
@@ -342,20 +342,22 @@ def seed_failures(environ, services, sender, api) -> dict[str, str]:
         api.add_result("route", request_id)
     ids = {}
     with services_with(environ, OPTIPICK_API_KEY=WRONG_KEY) as (wrong, wrong_sender):
-        ids["dead_route"] = route_event(wrong, wrong_sender).msg_id
-        ids["dead_cluster"] = deliver(wrong_sender, wrong.inbox, {"request_id": CLUSTER_ID}, "/webhook/cluster").msg_id
+        ids["dead_route"] = route_event(wrong, wrong_sender).message_id
+        ids["dead_cluster"] = deliver(
+            wrong_sender, wrong.inbox, {"request_id": CLUSTER_ID}, "/webhook/cluster"
+        ).message_id
         ids["dead_warehouse"] = deliver(
             wrong_sender, wrong.inbox, {"request_id": ROUTE_2}, f"/webhook/route.optimized.Example.{USER}"
-        ).msg_id
-        ids["dead_untyped"] = deliver(wrong_sender, wrong.inbox, {"request_id": ROUTE_3}).msg_id
+        ).message_id
+        ids["dead_untyped"] = deliver(wrong_sender, wrong.inbox, {"request_id": ROUTE_3}).message_id
         drain(wrong)
-    ids["retrying"] = route_event(services, sender, UNKNOWN_ID).msg_id
-    ids["done"] = route_event(services, sender, ROUTE_4).msg_id
-    ids["ignored"] = send_ignored(sender, services).msg_id
-    ids["invalid"] = send_invalid(sender, services).msg_id
+    ids["retrying"] = route_event(services, sender, UNKNOWN_ID).message_id
+    ids["done"] = route_event(services, sender, ROUTE_4).message_id
+    ids["ignored"] = send_ignored(sender, services).message_id
+    ids["invalid"] = send_invalid(sender, services).message_id
     drain(services)
     assert {name: status_of(services, m) for name, m in ids.items()} == {n: v[1] for n, v in SEEDED.items()}
-    assert services.inbox.by_msg_id(ids["dead_untyped"]).event_type is None
+    assert services.inbox.by_message_id(ids["dead_untyped"]).event_type is None
     assert services.queue.pending() == 0
     for name, (age, *_) in SEEDED.items():
         received_ago(services, ids[name], age)
@@ -498,7 +500,7 @@ def test_recover_replays_exactly_the_matches(environ, services, failed, args, ex
     assert [line.split(":")[0] for line in lines] == [failed[name] for name in expected]
     queued = 0
     for msg_id, (old, old_history) in before.items():
-        new = services.inbox.by_msg_id(msg_id)
+        new = services.inbox.by_message_id(msg_id)
         history = services.inbox.history_of(new.id)
         if msg_id not in {failed[name] for name in expected}:
             assert (new, history) == (old, old_history)
@@ -517,7 +519,7 @@ def test_recover_dead_events_end_done_once_the_api_works(environ, services, fail
     assert result.stdout.splitlines()[0] == "4 event(s) match"
     drain(services)
     assert {name: status_of(services, failed[name]) for name in ALL_DEAD} == dict.fromkeys(ALL_DEAD, Status.DONE)
-    assert services.inbox.by_msg_id(failed["dead_untyped"]).event_type == "route.optimized"  # found by the API
+    assert services.inbox.by_message_id(failed["dead_untyped"]).event_type == "route.optimized"  # found by the API
     assert status_of(services, failed["retrying"]) is Status.RETRYING
 
 
@@ -570,7 +572,7 @@ NOW = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
 )
 def test_parse_time_reads_dates_datetimes_and_ages(text, expected):
     """parse_time reads ISO dates and datetimes (UTC unless zoned, converted to UTC) and ages before `now`."""
-    parsed = recovery.parse_time(text, now=NOW)
+    parsed = operations.parse_time(text, now=NOW)
     assert parsed == expected
     assert parsed.utcoffset() == timedelta(0)
 
@@ -580,8 +582,8 @@ def test_parse_time_reads_zoneless_times_as_utc_whatever_the_local_zone(monkeypa
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
     try:
-        assert recovery.parse_time("2026-11-28T14:30") == datetime(2026, 11, 28, 14, 30, tzinfo=UTC)
-        assert recovery.parse_time("2026-11-28") == datetime(2026, 11, 28, tzinfo=UTC)
+        assert operations.parse_time("2026-11-28T14:30") == datetime(2026, 11, 28, 14, 30, tzinfo=UTC)
+        assert operations.parse_time("2026-11-28") == datetime(2026, 11, 28, tzinfo=UTC)
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -591,14 +593,14 @@ def test_parse_time_reads_zoneless_times_as_utc_whatever_the_local_zone(monkeypa
 def test_parse_time_rejects_what_is_not_a_time(text):
     """Anything else is a ValueError that quotes the text and shows the accepted forms."""
     with pytest.raises(ValueError, match="is not a time: use 2026-11-28") as raised:
-        recovery.parse_time(text, now=NOW)
+        operations.parse_time(text, now=NOW)
     assert repr(text.strip()) in str(raised.value)
 
 
 def test_parse_time_counts_ages_from_the_clock():
     """Without `now`, an age counts back from the current time."""
     before = datetime.now(UTC)
-    parsed = recovery.parse_time("2h")
+    parsed = operations.parse_time("2h")
     assert before - timedelta(hours=2) <= parsed <= datetime.now(UTC) - timedelta(hours=2)
 
 
@@ -621,7 +623,7 @@ def test_show_prints_a_done_event_in_full(environ, services, sender, api, secret
     msg_id = new_msg_id()
     response = sender.send({"request_id": ROUTE_ID, "note": "Lagerhalle Süd"}, path="/webhook/route", msg_id=msg_id)
     assert response.status_code == 200
-    event = services.inbox.by_msg_id(msg_id)
+    event = services.inbox.by_message_id(msg_id)
     first = datetime.now(UTC)
     assert services.processor.process(event.id, now=first) is Status.RETRYING
     second = first + timedelta(seconds=defaults.RETRY_DELAYS[0])
@@ -674,7 +676,7 @@ def test_show_prints_the_last_error_and_next_look_of_a_retrying_event(environ, s
     assert services.processor.process(event.id, now=now) is Status.RETRYING
     error = f"GET /optimize/route/{UNKNOWN_ID} answered 404: no result for this request id (yet)"
 
-    lines = run(environ, "show", event.msg_id).stdout.splitlines()
+    lines = run(environ, "show", event.message_id).stdout.splitlines()
 
     assert "status        retrying (attempts 1)" in lines
     assert f"next look     {stamp(now + timedelta(seconds=defaults.RETRY_DELAYS[0]))}" in lines
@@ -733,8 +735,8 @@ def aged(services, sender, api) -> dict[str, StoredEvent]:
     assert services.inbox.claim(events["processing"].id, 60) is not None
     ages = {"done_10_days": timedelta(days=10), "done_1_day": timedelta(days=1)}
     for name, event in events.items():
-        received_ago(services, event.msg_id, ages.get(name, timedelta(days=40)))
-    assert {name: status_of(services, e.msg_id) for name, e in events.items()} == {
+        received_ago(services, event.message_id, ages.get(name, timedelta(days=40)))
+    assert {name: status_of(services, e.message_id) for name, e in events.items()} == {
         name: Status(name.split("_")[0]) for name in events
     }
     return events
@@ -776,7 +778,7 @@ def test_prune_deletes_only_old_finished_events_and_their_history(environ, servi
     assert history_rows(services, gone_ids) == 0
     after = snapshot(services)
     for name in set(aged) - deleted:
-        assert after[aged[name].msg_id] == before[aged[name].msg_id]
+        assert after[aged[name].message_id] == before[aged[name].message_id]
     assert run(environ, "prune", *args).stdout == f"pruned 0 event(s) older than {days} days\n"
 
 
@@ -785,7 +787,7 @@ def test_prune_refuses_fewer_than_two_days(environ, services, sender, value):
     """--older-than below 2 (or not a number) is a usage error (exit 2) and deletes nothing."""
     event = route_event(services, sender)
     drain(services)
-    received_ago(services, event.msg_id, timedelta(days=40))
+    received_ago(services, event.message_id, timedelta(days=40))
     before = snapshot(services)
     result = run(environ, "prune", "--older-than", value)
     assert result.exit_code == 2
@@ -840,7 +842,7 @@ def test_history_records_every_step_in_order(environ, services, sender, api):
     copy = route_event(services, sender)
     assert services.processor.process(copy.id, now=start + 11 * SECOND) is Status.DUPLICATE
 
-    assert run(environ, "replay", event.msg_id).exit_code == 0
+    assert run(environ, "replay", event.message_id).exit_code == 0
     later = datetime.now(UTC) + SECOND
     claim = services.inbox.claim(event.id, 60, now=later)
     assert services.inbox.release(claim, now=later)
@@ -874,7 +876,7 @@ def test_history_records_every_step_in_order(environ, services, sender, api):
     assert all(a.at <= b.at for a, b in itertools.pairwise(history))
     assert story(services, copy.id) == [
         ("claimed", 1, None),
-        ("duplicate", 1, f"route {ROUTE_ID} is handled by {event.msg_id}"),
+        ("duplicate", 1, f"route {ROUTE_ID} is handled by {event.message_id}"),
     ]
 
 

@@ -15,13 +15,13 @@ import pytest
 from conftest import API_KEY, CLUSTER_ID, ROUTE_ID, Sender, drain, new_msg_id
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
-from worker_support import deliver, services_with
+from worker_support import deliver, holder_of, services_with
 
 import defaults
 from errors import ApiUnavailable
 from event_types import Kind
 from handlers.registry import Event
-from inbox import Status
+from inbox import ClaimLost, Status
 from optipick_client import OptiPickClient
 from optipick_standin import StandInApi, example_result
 from results import Result
@@ -532,12 +532,12 @@ def test_stale_claim_changes_nothing(api, services, sender, settings):
     assert services.inbox.finish(old, Status.DONE, now=later) is False
     assert services.inbox.retry_later(old, "old worker", at=later + seconds(10), now=later) is False
     assert services.inbox.renew(old, lease, now=later) is False
-    assert services.inbox.reserve_optimization(old, "route", ROUTE_ID, "route.optimized") is False
+    assert services.inbox.reserve(old, "route", ROUTE_ID, "route.optimized") == ClaimLost()
 
     assert services.inbox.get(stored.id) == before
     assert before.claim_token == new.token
     assert before.status is Status.PROCESSING
-    assert services.inbox.holder_of("route", ROUTE_ID) is None
+    assert holder_of(services.inbox, "route", ROUTE_ID) is None
     assert services.inbox.renew(new, lease, now=later) is True
     assert services.inbox.finish(new, Status.DONE, now=later) is True
 
@@ -549,7 +549,7 @@ def test_worker_whose_claim_was_taken_over_during_handlers_does_not_mark_done(ap
     takeovers = []
 
     def slow_handler(event: Event, result: Result) -> None:
-        row = services.inbox.by_msg_id(event.message_id)
+        row = services.inbox.by_message_id(event.message_id)
         takeovers.append(services.inbox.claim(row.id, lease, now=t + seconds(lease + 1)))
 
     services.registry.subscribe("*", slow_handler)
@@ -634,10 +634,10 @@ def test_same_message_twice_is_one_row_processed_once(api, services, sender):
     first = sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
     again = sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
     assert (first.status_code, first.get_json()) == (200, {"status": "received"})
-    assert (again.status_code, again.get_json()) == (200, {"status": "duplicate"})
+    assert (again.status_code, again.get_json()) == (200, {"status": "redelivered"})
     assert services.inbox.count() == 1
     assert drain(services) == 1
-    assert services.inbox.by_msg_id(msg_id).status is Status.DONE
+    assert services.inbox.by_message_id(msg_id).status is Status.DONE
     assert api.fetches[("route", ROUTE_ID)] == 1
 
 
@@ -659,10 +659,10 @@ def test_concurrent_deliveries_of_one_message_are_one_row(api, services, app, se
         worker.start()
     for worker in workers:
         worker.join(timeout=10)
-    assert sorted(answers) == [(200, "duplicate")] * (threads - 1) + [(200, "received")]
+    assert sorted(answers) == [(200, "received")] + [(200, "redelivered")] * (threads - 1)
     assert services.inbox.count() == 1
     assert drain(services) == 1
-    assert services.inbox.by_msg_id(msg_id).status is Status.DONE
+    assert services.inbox.by_message_id(msg_id).status is Status.DONE
     assert api.fetches[("route", ROUTE_ID)] == 1
 
 
@@ -678,9 +678,9 @@ def test_second_message_for_the_same_optimization_is_a_duplicate(api, services, 
     assert services.inbox.get(first.id).status is Status.DONE
     row = services.inbox.get(second.id)
     assert row.status is Status.DUPLICATE
-    assert first.msg_id in row.last_error
+    assert first.message_id in row.last_error
     assert api.fetches[("route", ROUTE_ID)] == 1
-    assert [event.message_id for event, _ in recorder.calls] == [first.msg_id]
+    assert [event.message_id for event, _ in recorder.calls] == [first.message_id]
 
 
 def test_a_dead_holder_gives_the_optimization_to_a_later_message(api, services, sender):
@@ -693,7 +693,7 @@ def test_a_dead_holder_gives_the_optimization_to_a_later_message(api, services, 
     second = deliver(sender, services.inbox, {"request_id": ROUTE_ID, "type": f"route.optimized.Example.{USER}"})
     assert drain(services) == 1
     assert services.inbox.get(second.id).status is Status.DONE
-    assert services.inbox.holder_of("route", ROUTE_ID) == second.msg_id
+    assert holder_of(services.inbox, "route", ROUTE_ID) == second.message_id
     assert api.fetches[("route", ROUTE_ID)] == 2
 
 
@@ -817,7 +817,7 @@ def test_a_duplicate_found_by_asking_the_api_keeps_its_detected_type(api, servic
     assert drain(services) == 1
     row = services.inbox.get(second.id)
     assert row.status is Status.DUPLICATE
-    assert first.msg_id in row.last_error
+    assert first.message_id in row.last_error
     assert (row.kind, row.event_type) == ("cluster", "cluster.optimized")
 
 

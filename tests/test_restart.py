@@ -68,7 +68,7 @@ def test_kill_during_fetch_is_finished_once_after_restart(
     wait_until(lambda: api.fetches[("route", ROUTE_ID)] == 1, "the fetch to start", watch=[first])
     first.kill()
 
-    interrupted = inbox.by_msg_id(msg_id)
+    interrupted = inbox.by_message_id(msg_id)
     assert interrupted is not None
     assert interrupted.status is Status.PROCESSING
     assert read_counts(tmp_path / "count") == []
@@ -76,12 +76,12 @@ def test_kill_during_fetch_is_finished_once_after_restart(
 
     wait_until(lambda: leases_over([interrupted]), "the lease to run out", timeout=10)
     second = launch(["main.py"], env)
-    wait_until(lambda: inbox.by_msg_id(msg_id).status is Status.DONE, "the event to be done", watch=[second])
+    wait_until(lambda: inbox.by_message_id(msg_id).status is Status.DONE, "the event to be done", watch=[second])
 
     assert read_counts(tmp_path / "count") == [f"route {ROUTE_ID} {msg_id}"]
     assert result_files(environ) == [Path(environ["RESULTS_DIR"]) / "route" / f"{ROUTE_ID}.json"]
     assert api.fetches[("route", ROUTE_ID)] == 2
-    assert inbox.by_msg_id(msg_id).attempts == 2
+    assert inbox.by_message_id(msg_id).attempts == 2
     assert_no_secrets([first, second], secret)
 
 
@@ -149,7 +149,7 @@ def test_sigint_lets_the_running_fetch_finish(launch, receiver_env, inbox, api, 
     receiver.signal(signal.SIGINT)
 
     assert receiver.wait(timeout=30) == 0, receiver.log()[-3000:]
-    assert inbox.by_msg_id(msg_id).status is Status.DONE
+    assert inbox.by_message_id(msg_id).status is Status.DONE
     assert read_counts(tmp_path / "count") == [f"cluster {CLUSTER_ID} {msg_id}"]
     assert api.fetches[("cluster", CLUSTER_ID)] == 1
     assert_no_secrets([receiver], secret)
@@ -164,7 +164,7 @@ def test_gunicorn_and_worker_process_a_delivery(launch, receiver_env, environ, i
 
     msg_id, status = deliver(base_url(port), secret, {"request_id": ROUTE_ID}, path="/webhook/route")
     assert status == 200
-    wait_until(lambda: inbox.by_msg_id(msg_id).status is Status.DONE, "the event to be done", watch=[web, worker])
+    wait_until(lambda: inbox.by_message_id(msg_id).status is Status.DONE, "the event to be done", watch=[web, worker])
 
     assert read_counts(tmp_path / "count") == [f"route {ROUTE_ID} {msg_id}"]
     assert result_files(environ) == [Path(environ["RESULTS_DIR"]) / "route" / f"{ROUTE_ID}.json"]

@@ -104,7 +104,7 @@ def test_sigterm_lets_a_slow_handler_finish_within_the_grace_period(
     receiver.signal(signal.SIGTERM)
 
     assert receiver.wait(timeout=15) == 0, receiver.log()[-3000:]
-    event = inbox.by_msg_id(msg_id)
+    event = inbox.by_message_id(msg_id)
     assert event.status is Status.DONE
     assert event.attempts == 1
     assert read_counts(tmp_path / "count") == [completed_line(msg_id)]
@@ -131,7 +131,7 @@ def test_stop_past_the_grace_period_gives_the_event_back_and_a_restart_finishes_
     assert "gave back 1 event(s)" in first.log()
     assert read_counts(tmp_path / "count") == []  # the cut-off run never completed
 
-    released = inbox.by_msg_id(msg_id)
+    released = inbox.by_message_id(msg_id)
     assert released.status is Status.RETRYING  # not left `processing` until a lease runs out
     assert released.claim_token is None
     assert released.lease_until is None
@@ -141,11 +141,11 @@ def test_stop_past_the_grace_period_gives_the_event_back_and_a_restart_finishes_
     assert [entry.action for entry in inbox.history_of(released.id)] == ["claimed", "released"]
 
     second = launch(["main.py"], receiver_env(0.2))
-    wait_until(lambda: inbox.by_msg_id(msg_id).status is Status.DONE, "the event to be done", watch=[second])
+    wait_until(lambda: inbox.by_message_id(msg_id).status is Status.DONE, "the event to be done", watch=[second])
 
     assert read_counts(tmp_path / "count") == [completed_line(msg_id)]
     assert read_counts(tmp_path / "started") == [f"started {msg_id}"] * 2
-    assert inbox.by_msg_id(msg_id).attempts == 1
+    assert inbox.by_message_id(msg_id).attempts == 1
     assert [entry.action for entry in inbox.history_of(released.id)] == ["claimed", "released", "claimed", "done"]
     assert_no_secrets([first, second], secret)
 
@@ -170,10 +170,10 @@ def test_web_side_stops_accepting_while_the_worker_drains(launch, receiver_env, 
     wait_until(lambda: healthz_refused(base_url), "/healthz to refuse connections", timeout=3)
     assert receiver.running(), "the process was already gone: this shows nothing about draining"
     assert read_counts(tmp_path / "count") == []  # the handler is still running
-    assert inbox.by_msg_id(msg_id).status is Status.PROCESSING
+    assert inbox.by_message_id(msg_id).status is Status.PROCESSING
 
     assert receiver.wait(timeout=15) == 0, receiver.log()[-3000:]
-    assert inbox.by_msg_id(msg_id).status is Status.DONE
+    assert inbox.by_message_id(msg_id).status is Status.DONE
     assert read_counts(tmp_path / "count") == [completed_line(msg_id)]
 
 
@@ -184,7 +184,7 @@ def test_kill_during_a_slow_handler_is_finished_once_after_the_lease_and_a_resta
     first, msg_id = start_slow_event(launch, receiver_env(6, LEASE_SECONDS="2"), base_url, secret, tmp_path)
     first.kill()
 
-    killed = inbox.by_msg_id(msg_id)
+    killed = inbox.by_message_id(msg_id)
     assert killed.status is Status.PROCESSING
     assert killed.lease_until is not None
     assert read_counts(tmp_path / "count") == []
@@ -192,11 +192,11 @@ def test_kill_during_a_slow_handler_is_finished_once_after_the_lease_and_a_resta
     wait_until(lambda: datetime.now(UTC) > killed.lease_until, "the lease to run out", timeout=10)
     # A short handler now, well inside the 2 s lease, so the periodic reconciler cannot take it twice.
     second = launch(["main.py"], receiver_env(0.2, LEASE_SECONDS="2"))
-    wait_until(lambda: inbox.by_msg_id(msg_id).status is Status.DONE, "the event to be done", watch=[second])
+    wait_until(lambda: inbox.by_message_id(msg_id).status is Status.DONE, "the event to be done", watch=[second])
 
     assert read_counts(tmp_path / "count") == [completed_line(msg_id)]
     assert read_counts(tmp_path / "started") == [f"started {msg_id}"] * 2
-    assert inbox.by_msg_id(msg_id).attempts == 2
+    assert inbox.by_message_id(msg_id).attempts == 2
     assert_no_secrets([first, second], secret)
 
 

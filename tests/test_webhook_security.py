@@ -25,8 +25,9 @@ from werkzeug.serving import make_server
 
 import defaults
 import work_queue
+from clock import utcnow
 from config import load_settings
-from inbox import Status, metadata, utcnow
+from inbox import Status, metadata
 from services import Services
 from webapp import create_app
 
@@ -266,7 +267,7 @@ def test_stale_rejection_heals_when_svix_retries_with_a_fresh_signature(client, 
     assert client.post("/webhook", data=BODY, headers=stale).status_code == 401
     response = client.post("/webhook", data=BODY, headers=signed_headers(secret, BODY, msg_id))
     assert response.status_code == 200
-    assert services.inbox.by_msg_id(msg_id).status is Status.RECEIVED
+    assert services.inbox.by_message_id(msg_id).status is Status.RECEIVED
 
 
 # What authenticates ----------------------------------------------------------------------------------
@@ -474,7 +475,7 @@ def test_signed_unusable_payload_is_stored_invalid_and_aborted(body, client, ser
         assert response.status_code == 400
         assert response.headers["webhook-delivery"] == "abort-message"
     assert services.inbox.count() == 1
-    event = services.inbox.by_msg_id(msg_id)
+    event = services.inbox.by_message_id(msg_id)
     assert (event.status, event.body) == (Status.INVALID, body)
     assert services.queue.pending() == 0
 
@@ -541,14 +542,14 @@ def test_redelivery_is_acknowledged_without_a_second_row_or_task(sender, service
     first = sender.send(BODY, msg_id=msg_id)
     second = sender.send(BODY, msg_id=msg_id)
     assert (first.status_code, first.get_json()) == (200, {"status": "received"})
-    assert (second.status_code, second.get_json()) == (200, {"status": "duplicate"})
+    assert (second.status_code, second.get_json()) == (200, {"status": "redelivered"})
     assert services.inbox.count() == 1
     assert services.queue.pending() == 1
     assert drain(services) == 1
     late = sender.send(BODY, msg_id=msg_id)
-    assert (late.status_code, late.get_json()) == (200, {"status": "duplicate"})
+    assert (late.status_code, late.get_json()) == (200, {"status": "redelivered"})
     assert services.queue.pending() == 0
-    assert services.inbox.by_msg_id(msg_id).status is Status.DONE
+    assert services.inbox.by_message_id(msg_id).status is Status.DONE
     assert api.fetches[("route", ROUTE_ID)] == 1
 
 
@@ -565,7 +566,7 @@ def test_identical_concurrent_deliveries_make_one_row_and_one_task(server, servi
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(deliver, range(8)))
     assert [status for status, _ in results] == [200] * 8
-    assert sorted(json.loads(reply)["status"] for _, reply in results) == ["duplicate"] * 7 + ["received"]
+    assert sorted(json.loads(reply)["status"] for _, reply in results) == ["received"] + ["redelivered"] * 7
     assert services.inbox.count() == 1
     assert services.queue.pending() == 1
 
@@ -597,7 +598,7 @@ def test_queue_down_after_commit_is_2xx_and_the_reconciler_enqueues_later(sender
     response = sender.send(BODY, msg_id=msg_id)
     check(response)
     assert response.status_code == 200
-    assert services.inbox.by_msg_id(msg_id).status is Status.RECEIVED
+    assert services.inbox.by_message_id(msg_id).status is Status.RECEIVED
 
     work_queue.create_huey(settings.queue_url).storage.close()  # recreates the queue's tables
     assert services.queue.pending() == 0
@@ -605,7 +606,7 @@ def test_queue_down_after_commit_is_2xx_and_the_reconciler_enqueues_later(sender
     assert services.processor.reconcile(now=later) == 1
     assert services.queue.pending() == 1
     assert drain(services) == 1
-    assert services.inbox.by_msg_id(msg_id).status is Status.DONE
+    assert services.inbox.by_message_id(msg_id).status is Status.DONE
 
 
 # Rows 24 and 28: never a redirect, never 410 --------------------------------------------------------

@@ -5,9 +5,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from conftest import Sender, new_msg_id
+from sqlalchemy import select
 
 from config import load_settings
-from inbox import Inbox, StoredEvent
+from inbox import Inbox, StoredEvent, events
 from services import Services
 from webapp import create_app
 
@@ -31,6 +32,12 @@ def deliver(
     msg_id = msg_id or new_msg_id()
     response = sender.send(payload, path=path, msg_id=msg_id)
     assert response.status_code == 200, response.get_json()
-    stored = inbox.by_msg_id(msg_id)
+    stored = inbox.by_message_id(msg_id)
     assert stored is not None
     return stored
+
+
+def holder_of(inbox: Inbox, kind: str, request_id: str) -> str | None:
+    """The message id of the event that holds an optimization (its optimization_key), if any."""
+    with inbox.engine.connect() as conn:
+        return conn.scalar(select(events.c.msg_id).where(events.c.optimization_key == f"{kind}:{request_id}"))

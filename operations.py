@@ -1,25 +1,32 @@
-"""Replay and recover: put stored events back to be processed, on this side of the acknowledgement.
+"""Replay, recover and prune: what the operator does to stored events, from the command line.
 
 Svix can resend what failed at the door; once this service has answered 2xx, only it can repair a
 later failure (the API down for a day, a wrong key, a bug in a handler). A replay resolves the event's
 type again with today's configuration (the stored payload, URL path and the current
 WEBHOOK_DEFAULT_EVENT_TYPE), starts its attempts from zero, and queues it. Signatures are not checked
 again: the event was verified when it arrived, and its timestamp is long past the 5-minute window.
+
+Pruning keeps Svix's redeliveries recognisable: Svix redelivers with the same svix-id for about 28
+hours, and a person can resend or recover days later; an id pruned too soon would let such a
+redelivery run again. Hence a floor of two days, and by default only finished events are pruned:
+failed ones wait until someone has looked at them.
 """
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 
+import defaults
+from clock import utcnow
 from event_types import EventType
-from inbox import Status, StoredEvent, utcnow
+from inbox import FAILED_STATUSES, FINISHED_STATUSES, RECOVERABLE_STATUSES, Inbox, Status, StoredEvent
 from intake import read_delivery
-from services import Services
+from work_queue import Enqueue
 
-# What `recover` looks at when no --status is given: what failed after the acknowledgement.
-DEFAULT_RECOVER_STATUSES = (Status.DEAD,)
+log = logging.getLogger(__name__)
 
 _RELATIVE_TIME = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -31,28 +38,34 @@ class Replayed:
     status: Status | None  # the status it was put back in; None when a worker holds it right now
 
 
-def replay(services: Services, event: StoredEvent, now: datetime | None = None) -> Replayed:
-    """Put one stored event back to be processed, whatever its status."""
-    now = now or utcnow()
+def replay(
+    inbox: Inbox,
+    enqueue: Enqueue,
+    event: StoredEvent,
+    default_type: EventType | None,
+    now: datetime | None = None,
+) -> Replayed:
+    """Put one stored event back to be processed, whatever its status, its type resolved again with
+    `default_type` (WEBHOOK_DEFAULT_EVENT_TYPE as configured today)."""
     path_type = EventType.parse(event.path_type) if event.path_type else None
-    delivery = read_delivery(event.msg_id, event.body, event.headers, path_type, services.settings.default_event_type)
-    if not services.inbox.replay(event.id, delivery, now):
+    delivery = read_delivery(event.message_id, event.body, event.headers, path_type, default_type)
+    if not inbox.replay(event.id, delivery, now):
         return Replayed(event, None)
     if delivery.status is Status.RECEIVED:
-        services.queue.enqueue(event.id)
+        enqueue(event.id, 0)
     return Replayed(event, delivery.status)
 
 
 def matching(
-    services: Services,
+    inbox: Inbox,
     since: datetime,
     until: datetime | None = None,
-    statuses: Sequence[Status] = DEFAULT_RECOVER_STATUSES,
+    statuses: Sequence[Status] = RECOVERABLE_STATUSES,
     type_pattern: str | None = None,
 ) -> list[StoredEvent]:
     """The events `recover` would replay: received in [since, until), in `statuses`, and with an
     event type matching the shell pattern `type_pattern` (an event of unknown type matches only `*`)."""
-    found = services.inbox.find(since, until, statuses)
+    found = inbox.find(since, until, statuses)
     if type_pattern is None:
         return found
     return [e for e in found if type_pattern == "*" or (e.event_type and fnmatchcase(e.event_type, type_pattern))]
@@ -71,3 +84,20 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
             f"{text!r} is not a time: use 2026-11-28, 2026-11-28T14:30, or an age such as 6h or 2d"
         ) from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def prune(inbox: Inbox, older_than_days: int, include_failed: bool = False, now: datetime | None = None) -> int:
+    """Delete finished (and, if asked, failed) events received more than `older_than_days` ago.
+
+    Events still to be processed (received, processing, retrying) are never pruned.
+    """
+    if older_than_days < defaults.PRUNE_MINIMUM_DAYS:
+        raise ValueError(
+            f"events must be kept at least {defaults.PRUNE_MINIMUM_DAYS} days, so a Svix redelivery is still recognised"
+        )
+    statuses = FINISHED_STATUSES + FAILED_STATUSES if include_failed else FINISHED_STATUSES
+    before = (now or inbox.clock()) - timedelta(days=older_than_days)
+    pruned = inbox.prune(before, statuses)
+    if pruned:
+        log.info("pruned %d event(s) received before %s", pruned, before.isoformat(timespec="seconds"))
+    return pruned

@@ -1,0 +1,127 @@
+"""The inbox's database: its engines, and what differs between SQLite and PostgreSQL, declared once.
+
+`open_database(url)` picks the backend from the URL. The store (store.py) asks its Database for the
+engines, the insert-or-ignore statement and a writer's turn, and never asks which dialect it runs on,
+the way Huey keeps each backend's differences in a small storage subclass.
+"""
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+import defaults
+from config import ensure_parent_folder
+from inbox.writers_lock import WritersLock
+
+# Looks at the tables before creating them is given up (see Database.create_tables).
+SCHEMA_CREATE_LOOKS = 5
+
+
+class Database:
+    """One inbox database: `engine` stores deliveries and serves the commands; `bookkeeping` records
+    the workers' progress (claims, leases, outcomes, history)."""
+
+    def __init__(self, engine: Engine, bookkeeping: Engine | None = None) -> None:
+        self.engine = engine
+        self.bookkeeping = bookkeeping or engine
+
+    def insert(self, table: Table) -> Any:
+        """An INSERT that can be told `on_conflict_do_nothing` (each dialect has its own)."""
+        raise NotImplementedError
+
+    def turn(self) -> AbstractContextManager[None]:
+        """What a write holds while it writes, among the service's other writers: nothing by default."""
+        return nullcontext()
+
+    def create_tables(self, metadata: MetaData) -> None:
+        """Create whatever tables are missing, even with other processes doing the same at this moment.
+
+        Several processes starting at once (gunicorn's workers) race between "is the table there?"
+        and "create it" for each table; a loser finds more tables there at every look, so a few
+        looks settle it. (PostgreSQL reports the race as a unique violation on its catalog, or as
+        DuplicateTable: a ProgrammingError.)
+        """
+        for look in range(1, SCHEMA_CREATE_LOOKS + 1):
+            try:
+                metadata.create_all(self.engine)
+                return
+            except (OperationalError, IntegrityError, ProgrammingError):
+                if look == SCHEMA_CREATE_LOOKS:
+                    raise
+                time.sleep(0.05 * look)
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.bookkeeping.dispose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.engine.url.render_as_string(hide_password=True)!r})"
+
+
+class SqliteDatabase(Database):
+    """A local file in WAL mode. An acknowledged delivery is committed with synchronous=FULL, so it
+    survives a power cut (WAL with NORMAL can lose the last commits). The workers' bookkeeping uses
+    NORMAL: a power cut can at worst undo the last few claims or outcomes, which makes those events run
+    again, as a crash would, and saves an fsync on each of the writes that process an event. Writers
+    take turns on a lock file beside the database (writers_lock.py)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(sqlite_engine(url, "FULL"), sqlite_engine(url, "NORMAL"))
+        database = self.engine.url.database
+        # No file, nothing to lock: an in-memory database lives in one process.
+        self.writers = WritersLock(Path(f"{database}-writers.lock")) if database and database != ":memory:" else None
+
+    def insert(self, table: Table) -> Any:
+        return sqlite.insert(table)
+
+    def turn(self) -> AbstractContextManager[None]:
+        return nullcontext() if self.writers is None else self.writers.turn()
+
+    def close(self) -> None:
+        if self.writers is not None:
+            self.writers.close()
+        super().close()
+
+
+class PostgresDatabase(Database):
+    """A server whose writers do not exclude each other, so they take no turns; its pooled connections
+    are pinged before use, since a server can drop them."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(create_engine(url, pool_pre_ping=True))
+
+    def insert(self, table: Table) -> Any:
+        return postgresql.insert(table)
+
+
+BACKENDS: dict[str, Callable[[str], Database]] = {"sqlite": SqliteDatabase, "postgresql": PostgresDatabase}
+
+
+def open_database(url: str) -> Database:
+    """The Database for DATABASE_URL (config.parse_database_url has checked its backend)."""
+    return BACKENDS[make_url(url).get_backend_name()](url)
+
+
+def sqlite_engine(url: str, synchronous: str) -> Engine:
+    """An engine on a SQLite file in WAL mode with the given `synchronous` level. A local file has no
+    connection to go stale, so no ping per checkout."""
+    engine = create_engine(url)
+    if engine.url.database and engine.url.database != ":memory:":
+        ensure_parent_folder("DATABASE_URL", Path(engine.url.database))
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute(f"PRAGMA busy_timeout={defaults.SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    return engine
