@@ -107,7 +107,7 @@ def load_settings(
         queue_url=parse_queue_url(get("QUEUE_URL") or defaults.QUEUE_URL),
         host=get("HOST") or defaults.HOST,
         port=parse_int("PORT", get("PORT"), defaults.PORT, minimum=1, maximum=65535),
-        results_dir=Path(get("RESULTS_DIR")).expanduser() if get("RESULTS_DIR") else None,
+        results_dir=parse_results_dir(get("RESULTS_DIR")),
         max_body_bytes=parse_int("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), defaults.MAX_BODY_BYTES, minimum=1024),
         default_event_type=parse_default_event_type(get("WEBHOOK_DEFAULT_EVENT_TYPE")),
         log_level=parse_log_level(get("LOG_LEVEL") or defaults.LOG_LEVEL),
@@ -233,6 +233,10 @@ def _parse_storage_url(name: str, value: str, supported: tuple[str, ...]) -> str
     if backend in ("redis", "rediss") and url.database and not url.database.isdigit():
         raise ConfigError(f"{name} must end in a database number, such as redis://host:6379/0, not /{url.database}")
     return value
+
+
+def parse_results_dir(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
 
 
 def parse_default_event_type(value: str | None) -> EventType | None:

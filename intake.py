@@ -8,7 +8,8 @@ OptiPick optimization type) or `invalid` (authentic but unusable: not a JSON obj
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable
+from typing import Protocol
 
 from event_types import REQUEST_ID_PATTERN, EventType, resolve
 from inbox.records import NewDelivery
@@ -16,6 +17,15 @@ from inbox.schema import Status
 
 # The svix-id is the inbox key: letters, digits, _ and - only (Svix's ids are msg_ plus base62).
 MESSAGE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,255}")  # use with fullmatch
+
+
+class Headers(Protocol):
+    """A request's headers, looked up by name: werkzeug's (case-insensitive), or a dict of lower-case names."""
+
+    def get(self, key: str, /) -> str | None: ...
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
 # Stored with the body: what identifies and authenticates the delivery, byte for byte.
 KEPT_HEADERS = (
     "svix-id",
@@ -29,7 +39,7 @@ KEPT_HEADERS = (
 )
 
 
-def message_id_of(headers: Mapping[str, str]) -> str:
+def message_id_of(headers: Headers) -> str:
     """The delivery's id, read exactly as the svix library reads it: svix-id when present (even
     empty), else webhook-id; so the id stored is the id the signature covered."""
     value = headers.get("svix-id")
@@ -39,12 +49,12 @@ def message_id_of(headers: Mapping[str, str]) -> str:
 def read_delivery(
     message_id: str,
     body: bytes,
-    headers: Mapping[str, str],
+    headers: Headers,
     path_type: EventType | None,
     default_type: EventType | None,
 ) -> NewDelivery:
     """The inbox row for an authentic delivery: its status, type and request id, read from the payload."""
-    kept = {name: headers[name] for name in KEPT_HEADERS if headers.get(name)}
+    kept = {name: value for name in KEPT_HEADERS if (value := headers.get(name))}
     delivery = functools.partial(
         NewDelivery, message_id, body=body, headers=kept, path_type=str(path_type) if path_type else None
     )

@@ -51,7 +51,7 @@ class OptiPickClient:
         """Read what the environment says about requests to the API once, not on every fetch.
 
         With trust_env, requests looks up the proxy variables, the CA bundle variables and ~/.netrc
-        anew for each request (about a tenth of a busy worker's profile). Every request here goes to
+        anew for each request, a visible share of a busy worker's profile. Every request here goes to
         base_url, so the answers are the same each time; they are taken now and kept on the session.
         """
         settings = self.session.merge_environment_settings(self.base_url, {}, None, None, None)

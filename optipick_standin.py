@@ -28,7 +28,7 @@ KINDS = ("route", "cluster")
 
 def example_result(kind: str, request_id: str) -> dict[str, Any]:
     """The example result of `kind` from fixtures/, as the result of `request_id`."""
-    document = json.loads((FIXTURES / f"{kind}-result.json").read_text())
+    document: dict[str, Any] = json.loads((FIXTURES / f"{kind}-result.json").read_text())
     document["request_id"] = request_id
     return document
 

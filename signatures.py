@@ -9,12 +9,14 @@ import base64
 import functools
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from errors import ServiceError
+from intake import Headers
 
 
 class InvalidSignature(ServiceError):
@@ -29,12 +31,13 @@ class SignatureVerifier:
     def __repr__(self) -> str:
         return f"SignatureVerifier({len(self._webhooks)} secret(s))"
 
-    def verify(self, body: bytes, headers: Mapping[str, str]) -> None:
+    def verify(self, body: bytes, headers: Headers) -> None:
         """Return when any configured secret signed `body`; raise InvalidSignature otherwise."""
         reason = "no secret configured"
         for webhook in self._webhooks:
             try:
-                webhook.verify(body, headers)
+                # The library only iterates `headers.items()`, which werkzeug's headers have too.
+                webhook.verify(body, cast(dict[str, str], headers))
                 return
             except WebhookVerificationError as exc:
                 reason = str(exc)

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 import defaults
 from config import configure_logging, load_settings
@@ -146,7 +147,7 @@ def refused(status: int, message: str) -> tuple[Response, int, dict[str, str]]:
     return error(status, message)
 
 
-def http_error(exc: HTTPException) -> Response:
+def http_error(exc: HTTPException) -> WerkzeugResponse:
     """Flask's own errors (404, 405, 413) as short JSON, keeping their headers (Allow on a 405)."""
     log.info("refused %s %s: %d %s", request.method, request.path[:100], exc.code, (exc.name or "").lower())
     response = exc.get_response()

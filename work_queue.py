@@ -78,7 +78,7 @@ def _postgres_huey(url: URL) -> Huey:
         "dbname": url.database,
         **{key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()},
     }
-    dsn = make_conninfo(**{key: value for key, value in params.items() if value is not None})
+    dsn = make_conninfo(**{key: str(value) for key, value in params.items() if value is not None})
     try:
         try:
             return PostgresHuey(QUEUE_NAME, dsn=dsn, results=False)
@@ -123,7 +123,7 @@ class WorkQueue:
             self._process(event_id)
 
     def pending(self) -> int:
-        return self.huey.pending_count()
+        return int(self.huey.pending_count())
 
     def consumer(self, workers: int, shutdown_timeout: float | None = None) -> Consumer:
         # An idle worker polls at most once a second (Huey's default backs off to 10 s), so the

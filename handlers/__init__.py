@@ -9,8 +9,9 @@ import importlib
 
 from config import Settings
 from errors import ConfigError
+from event_types import Event
 from handlers import console
-from handlers.registry import Event, Handler, Registry
+from handlers.registry import Handler, Registry
 from handlers.results_folder import ResultsFolder
 
 __all__ = ["Event", "Handler", "Registry", "ResultsFolder", "build_registry"]

@@ -23,8 +23,8 @@ from inbox.records import Claim, ClaimLost, HeldBy, Reservation, Reserved, Store
 from inbox.schema import Status, events, history
 
 # The statements a worker runs for every event, built once with placeholders, so SQLAlchemy skips
-# building each statement and its cache key on every call (the end-to-end benchmark, bench/README.md,
-# found that construction a fifth of a busy worker's CPU).
+# building each statement and its cache key on every call (measured in bench/results/before-after.md,
+# round 2).
 _CLAIM = (
     update(events)
     .where(
@@ -79,10 +79,11 @@ class Claims:
         One UPDATE with the whole condition in its WHERE clause, so two workers can never both win.
         """
         now = now or self.clock()
+        token = uuid.uuid4().hex
         params = {
             "event_id": event_id,
             "now": now,
-            "token": uuid.uuid4().hex,
+            "token": token,
             "lease_until": now + timedelta(seconds=lease_seconds),
         }
         with self._bookkeeping_write() as conn:
@@ -91,7 +92,7 @@ class Claims:
                 return None
             event = StoredEvent.from_row(row)
             self._record(conn, event_id, now, "claimed", event.attempts)
-        return Claim(event, params["token"])
+        return Claim(event, token)
 
     def renew(self, claim: Claim, lease_seconds: int, now: datetime | None = None) -> bool:
         """Extend a claim's lease; False when the claim is no longer ours."""

@@ -156,9 +156,10 @@ class Inbox(Claims):
         doomed = select(events.c.id).where(events.c.received_at < before, events.c.status.in_(list(statuses)))
         with self.engine.begin() as conn:
             conn.execute(delete(history).where(history.c.event_id.in_(doomed)))
-            return conn.execute(
+            deleted = conn.execute(
                 delete(events).where(events.c.received_at < before, events.c.status.in_(list(statuses)))
-            ).rowcount
+            )
+            return int(deleted.rowcount)
 
     # Reading ----------------------------------------------------------------------------------
 
@@ -200,7 +201,7 @@ class Inbox(Claims):
         if status is not None:
             query = query.where(events.c.status == status)
         with self.engine.connect() as conn:
-            return conn.scalar(query) or 0
+            return int(conn.scalar(query) or 0)
 
     def ping(self) -> None:
         """Raise unless the database answers and the inbox table is there."""
