@@ -33,15 +33,10 @@ class Mode:
     uses_api: bool
 
 
-CEILING = Mode("ceiling", "ceiling: bare Flask, reads the body, 204", "bench.ceiling_app:create_app()", False, False)
-# The least a durable receiver does (bench/floor_app.py): where it is under a target, no receiver meets it here.
-FLOOR = Mode(
-    "floor", "floor: verify, group-committed durable insert, 204", "bench.floor_app:create_app()", False, False
-)
+CEILING = Mode("ceiling", "ceiling: bare Flask, reads the body, 204", "bench.apps:ceiling()", False, False)
+FLOOR = Mode("floor", "floor: verify, group-committed durable insert, 204", "bench.apps:floor()", False, False)
 SERVICE = Mode("service", "this service: verify, durable insert, enqueue, 200", "webapp:create_app()", True, True)
-INLINE = Mode(
-    "inline", "inline baseline: verify, fetch from the API, 200", "bench.inline_app:create_app()", False, True
-)
+INLINE = Mode("inline", "inline baseline: verify, fetch from the API, 200", "bench.apps:inline()", False, True)
 
 
 @dataclass(frozen=True)

@@ -297,7 +297,7 @@ def _acks(acks: dict[str, Any]) -> list[str]:
         f"(of {len(os.sched_getaffinity(0))} cores). "
         "This service's phases ran with `python main.py worker` processing beside gunicorn.",
         "",
-        "The floor (`bench/floor_app.py`) is the least a receiver can do and still answer only after a durable "
+        "The floor (`bench.apps:floor()`) is the least a receiver can do and still answer only after a durable "
         "commit: verify with svix, one plain SQL insert into SQLite with synchronous=FULL, committed the way "
         "this service commits (deliveries that arrive together share a commit, the writers take turns on a "
         "lock); no statement building, queue, log line or JSON. What it loses against the ceiling is the price "
