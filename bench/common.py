@@ -1,8 +1,6 @@
 """What every part of the bench shares: the run's sizes, the WSGI server's settings, the secret, the
 stand-in OptiPick API, and the settings a receiver process is started with."""
 
-import base64
-import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,10 +116,6 @@ class Bench:
             "QUEUE_URL": f"sqlite:///{data_dir / 'queue.db'}",
             **extra,
         }
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def request_ids(tag: int, n: int) -> tuple[str, ...]:

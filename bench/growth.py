@@ -24,11 +24,10 @@ from typing import Any
 
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine
-from svix.webhooks import Webhook
 
 import inbox
 from bench.common import Bench, request_ids
-from bench.loadgen import delivery_body, signed
+from bench.loadgen import delivery, delivery_body
 from bench.procs import PROJECT_DIR, process_env
 from config import load_settings
 from services import Services
@@ -121,17 +120,14 @@ class Subject:
         self.settings = bench.receiver_settings(self.data, "http://127.0.0.1:9")  # the API is never called
         self.services = Services.build(load_settings(self.settings, env_file=None))
         self.client: FlaskClient = create_app(services=self.services).test_client()
-        self.webhook = Webhook(bench.secret)
+        self.secret = bench.secret
         self.acks: list[float] = []
         self.listings: list[float] = []
         self.sent = 0
 
     def acknowledge(self, n: int) -> None:
         ids = request_ids(0xFFFFF0, self.sent + n)[self.sent :]
-        prepared = []
-        for request_id in ids:
-            body = delivery_body(request_id)
-            prepared.append((body, signed(self.webhook, f"msg_growth_{request_id}", body)))
+        prepared = [delivery(self.secret, f"msg_growth_{request_id}", request_id) for request_id in ids]
         self.sent += n
         for body, headers in prepared:
             started = time.perf_counter()

@@ -20,10 +20,9 @@ import time
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from svix.webhooks import Webhook
+from signatures import signed_headers
 
 HOST = "127.0.0.1"
 # Seconds to wait for the go, and then for the warm-up, before giving up on a phase (the signatures
@@ -97,24 +96,17 @@ def delivery_body(request_id: str) -> str:
     return json.dumps({"type": "route.optimized", "request_id": request_id})
 
 
-def signed(webhook: Webhook, msg_id: str, body: str) -> dict[str, str]:
-    """The headers Svix sends with `body`, signed now."""
-    now = datetime.now(UTC)
-    return {
-        "content-type": "application/json",
-        "user-agent": "Svix-Webhooks/1.0 (bench)",
-        "svix-id": msg_id,
-        "svix-timestamp": str(int(now.timestamp())),
-        "svix-signature": webhook.sign(msg_id, now, body),
-    }
+def delivery(secret: str, msg_id: str, request_id: str) -> tuple[str, dict[str, str]]:
+    """A route delivery's body and the headers Svix sends with it (a user-agent too), signed now."""
+    body = delivery_body(request_id)
+    return body, signed_headers(secret, body, msg_id) | {"user-agent": "Svix-Webhooks/1.0 (bench)"}
 
 
 def send_one(port: int, secret: str, msg_id: str, request_id: str, path: str = "/webhook/route") -> int:
     """POST one signed delivery to 127.0.0.1:`port`; return the HTTP status."""
-    body = delivery_body(request_id)
     connection = http.client.HTTPConnection(HOST, port, timeout=30)
     try:
-        connection.request("POST", path, body, signed(Webhook(secret), msg_id, body))
+        connection.request("POST", path, *delivery(secret, msg_id, request_id))
         response = connection.getresponse()
         response.read()
         return response.status
@@ -201,8 +193,7 @@ def _combine(parts: list[dict[str, Any]]) -> LoadResult:
 
 def _process_main(spec: LoadSpec, index: int, go: Any, barrier: Any, results: Any) -> None:
     """One generator process: sign its share, wait for the go, then run one thread per connection."""
-    webhook = Webhook(spec.secret)
-    lanes = [_Lane(spec, index * spec.connections + c, webhook) for c in range(spec.connections)]
+    lanes = [_Lane(spec, index * spec.connections + c) for c in range(spec.connections)]
     if not go.wait(timeout=SETUP_TIMEOUT):
         return
     cpu_before = time.process_time()
@@ -235,23 +226,19 @@ def _process_main(spec: LoadSpec, index: int, go: Any, barrier: Any, results: An
 class _Lane:
     """One keep-alive connection and the deliveries it sends."""
 
-    def __init__(self, spec: LoadSpec, lane: int, webhook: Webhook) -> None:
+    def __init__(self, spec: LoadSpec, lane: int) -> None:
         self.spec = spec
         stride = spec.total_connections
         ids = spec.request_ids
 
-        def prepared(msg_id: str, request_id: str) -> tuple[str, dict[str, str]]:
-            body = delivery_body(request_id)
-            return body, signed(webhook, msg_id, body)
-
         # Measured delivery i carries ids[i]; warm-up ones take ids from the other end, so that no two
         # deliveries share a request id (which would make the later one a duplicate) before wrapping.
         self.warmup = [
-            prepared(f"{spec.msg_prefix}_w{lane}_{i}", ids[-1 - (lane * spec.warmup + i) % len(ids)])
+            delivery(spec.secret, f"{spec.msg_prefix}_w{lane}_{i}", ids[-1 - (lane * spec.warmup + i) % len(ids)])
             for i in range(spec.warmup)
         ]
         self.measured = [
-            prepared(f"{spec.msg_prefix}_m{i}", ids[i % len(ids)]) for i in range(lane, spec.count, stride)
+            delivery(spec.secret, f"{spec.msg_prefix}_m{i}", ids[i % len(ids)]) for i in range(lane, spec.count, stride)
         ]
         self.latencies = array("d")
         self.statuses: Counter[int] = Counter()

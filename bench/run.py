@@ -24,9 +24,10 @@ if __package__ in (None, ""):  # run as `python bench/run.py`: make the project 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import report
-from bench.common import FULL, SMOKE, Bench, Server, new_secret
+from bench.common import FULL, SMOKE, Bench, Server
 from bench.plot import latency_plot
 from bench.procs import Processes
+from signatures import new_secret
 
 log = logging.getLogger("bench")
 
