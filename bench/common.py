@@ -24,6 +24,7 @@ class Sizes:
     rounds: int  # each mode runs this many times, interleaved, so drift hits every mode alike
     api_ids: int  # distinct request ids the stand-in serves in a phase (cycled through)
     e2e_rounds: int  # end-to-end: deliveries per worker thread (each takes one API delay)
+    path_runs: int  # request path: runs of each step
     growth_rows: tuple[int, int]  # inbox sizes compared
     growth_acks: int  # timed acknowledgements per size
     growth_listings: int  # timed dead listings per size
@@ -40,6 +41,7 @@ FULL = Sizes(
     rounds=2,
     api_ids=4000,
     e2e_rounds=60,
+    path_runs=2000,
     growth_rows=(1_000, 1_000_000),
     growth_acks=300,
     growth_listings=30,
@@ -52,6 +54,7 @@ SMOKE = Sizes(
     rounds=1,
     api_ids=300,
     e2e_rounds=4,
+    path_runs=100,
     growth_rows=(1_000, 20_000),
     growth_acks=20,
     growth_listings=5,

@@ -13,6 +13,8 @@ from typing import Any
 
 from bench.procs import PROJECT_DIR
 
+THROUGHPUT_GOAL = 0.6  # this service's requests/s, as a share of the ceiling's
+
 
 @dataclass(frozen=True)
 class Target:
@@ -247,6 +249,8 @@ def to_markdown(doc: dict[str, Any]) -> str:
         lines += ["", f"**{failed} failed:** `{reason.splitlines()[0] if reason else ''}`"]
     if "acknowledgement" in results:
         lines += _acks(results["acknowledgement"])
+    if "request_path" in results:
+        lines += _request_path(results["request_path"], results.get("acknowledgement"))
     if "end_to_end" in results:
         lines += _e2e(results["end_to_end"])
     if "growth" in results:
@@ -304,6 +308,48 @@ def _acks(acks: dict[str, Any]) -> list[str]:
         "of durability on this server and disk, which no receiver that keeps the promise avoids.",
     ]
     return rows
+
+
+PATH_STEPS = {
+    "verify": "verify the signature (svix)",
+    "read": "read the payload (intake)",
+    "insert_cpu": "insert, synchronous=OFF (its CPU)",
+    "insert": "insert, synchronous=FULL (as served)",
+    "enqueue": "enqueue (Huey, SQLite)",
+}
+
+
+def _request_path(path: dict[str, Any], acks: dict[str, Any] | None) -> list[str]:
+    steps, cpu = path["steps_ms"], path["own_steps_cpu_ms"]
+    rows = [
+        "",
+        f"## Request path: each step alone, in one thread (median of {path['runs']} runs)",
+        "",
+        "| step | ms |",
+        "|---|---|",
+        *(f"| {label} | {steps[key]:.3f} |" for key, label in PATH_STEPS.items()),
+        f"| **this service's own steps, as served** | **{path['own_steps_ms']:.3f}** |",
+        f"| of which CPU (the insert without its fsync) | {cpu:.3f} |",
+    ]
+    if not acks:
+        return rows
+    ceiling = acks["ceiling"]["server_cpu_ms_per_request"]
+    floor = acks["floor"]["server_cpu_ms_per_request"]
+    service = min(acks[key]["server_cpu_ms_per_request"] for key in acks if key.startswith("service@"))
+    budget = ceiling * (1 / THROUGHPUT_GOAL - 1)
+    commits = 1000 / steps["insert"]
+    asked = THROUGHPUT_GOAL * acks["ceiling"]["requests_per_s"]
+    return [
+        *rows,
+        "",
+        f"- CPU the steps may add at {THROUGHPUT_GOAL:.0%} of the ceiling's rate: {budget:.2f} ms per request; "
+        f"theirs: {cpu:.2f} ms ({cpu / budget:.1f} ×), {'within' if cpu <= budget else 'over'}.",
+        f"- One durable commit per delivery: at most {commits:,.0f}/s on this disk, against {asked:,.0f}/s asked: "
+        f"{'enough' if commits >= asked else 'too few, so deliveries must share commits'}.",
+        f"- Server CPU per request under load: this service {service:.2f} ms, the floor {floor:.2f} ms, the ceiling "
+        f"{ceiling:.2f} ms: {service - ceiling:.2f} and {floor - ceiling:.2f} ms over the ceiling, against "
+        f"{cpu:.2f} ms for this service's steps alone.",
+    ]
 
 
 def _e2e(e2e: dict[str, Any]) -> list[str]:

@@ -1,6 +1,6 @@
 """Run the benchmark: `python -m bench` (full, about 10 minutes on 2 cores) or `python -m bench --smoke`.
 
-Runs each part in turn (acknowledgement, end-to-end, growth, memory), writes bench/results/latest.json
+Runs each part in turn (acknowledgement, request path, end-to-end, growth, memory), writes bench/results/latest.json
 and latest.md (and latency.png when matplotlib is there), and prints the Markdown. Everything it
 starts is ended and its temporary directory removed when it finishes, fails or is interrupted.
 
@@ -31,7 +31,7 @@ from signatures import new_secret
 
 log = logging.getLogger("bench")
 
-PARTS = ("acknowledgement", "end_to_end", "growth", "memory")
+PARTS = ("acknowledgement", "request_path", "end_to_end", "growth", "memory")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -130,10 +130,11 @@ def _interrupt(signum: int, frame: object) -> None:
 def parts(args: argparse.Namespace) -> dict[str, Callable[[Bench], dict[str, Any]]]:
     # Imported here: the growth part imports the service's modules, which the generator's processes
     # (started by importing this module's package) do not need.
-    from bench import acks, e2e, growth, memory
+    from bench import acks, e2e, growth, memory, request_path
 
     return {
         "acknowledgement": lambda bench: acks.run(bench, args.slow_api_ms / 1000),
+        "request_path": request_path.run,
         "end_to_end": lambda bench: e2e.run(bench, args.e2e_api_ms / 1000),
         "growth": growth.run,
         "memory": memory.run,
