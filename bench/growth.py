@@ -27,7 +27,7 @@ from sqlalchemy import create_engine
 
 import inbox
 from bench.common import Bench, request_ids
-from bench.loadgen import delivery, delivery_body
+from bench.loadgen import delivery, delivery_body, percentile
 from bench.procs import PROJECT_DIR, process_env
 from config import load_settings
 from services import Services
@@ -169,7 +169,6 @@ class Subject:
 
     def close(self) -> None:
         self.services.close()
-        self.services.queue.huey.storage.close()
 
 
 def run(bench: Bench) -> dict[str, Any]:
@@ -195,19 +194,18 @@ def run(bench: Bench) -> dict[str, Any]:
 
 
 def figures(subject: Subject) -> dict[str, Any]:
-    def ms(values: list[float], q: float) -> float:
-        ordered = sorted(values)
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+    def p90_ms(values: list[float]) -> float:
+        return round(percentile(sorted(values), 90) * 1000, 3)
 
     return {
         "rows": subject.rows,
         "seed_seconds": round(subject.seed_seconds, 2),
         "db_megabytes": round((subject.data / "inbox.db").stat().st_size / 1e6, 1),
         "ack_median_ms": round(statistics.median(subject.acks) * 1000, 3),
-        "ack_p90_ms": ms(subject.acks, 0.9),
+        "ack_p90_ms": p90_ms(subject.acks),
         "acks_timed": len(subject.acks),
         "dead_listing_median_ms": round(statistics.median(subject.listings) * 1000, 3),
-        "dead_listing_p90_ms": ms(subject.listings, 0.9),
+        "dead_listing_p90_ms": p90_ms(subject.listings),
         "listings_timed": len(subject.listings),
         "reconcile_pass_ms": round(subject.reconcile_pass() * 1000, 3),
         "cli_events_dead": subject.cli(),

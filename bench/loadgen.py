@@ -69,27 +69,37 @@ class LoadResult:
     def non_2xx(self) -> int:
         return sum(n for status, n in self.statuses.items() if not 200 <= status < 300)
 
-    def percentile(self, q: float) -> float:
-        """Nearest-rank percentile (q in 0..100) of the latencies, in seconds."""
-        if not self.latencies:
-            return float("nan")
-        rank = max(1, min(len(self.latencies), round(q / 100 * len(self.latencies) + 0.5)))
-        return self.latencies[rank - 1]
+    def acknowledged_all(self, n: int) -> bool:
+        """Whether exactly `n` deliveries were sent and every one was answered 2xx."""
+        return self.count == n and not self.non_2xx and not self.errors
 
     def summary(self) -> dict[str, Any]:
         return {
             "requests": self.count,
             "seconds": round(self.elapsed, 3),
             "requests_per_s": round(self.rate, 1),
-            "p50_ms": round(self.percentile(50) * 1000, 2),
-            "p90_ms": round(self.percentile(90) * 1000, 2),
-            "p99_ms": round(self.percentile(99) * 1000, 2),
-            "max_ms": round(self.percentile(100) * 1000, 2),
+            "p50_ms": round(percentile(self.latencies, 50) * 1000, 2),
+            "p90_ms": round(percentile(self.latencies, 90) * 1000, 2),
+            "p99_ms": round(percentile(self.latencies, 99) * 1000, 2),
+            "max_ms": round(percentile(self.latencies, 100) * 1000, 2),
             "non_2xx": self.non_2xx,
             "errors": self.errors,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "loadgen_cpu_share": round(self.loadgen_cpu_seconds / self.elapsed, 3) if self.elapsed else None,
         }
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of sorted values."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def backlog(port: int, secret: str, ids: tuple[str, ...], msg_prefix: str, duration: float) -> LoadSpec:
+    """One delivery per request id in `ids`, over four connections of one process, with no warm-up."""
+    return LoadSpec(port, secret, ids, len(ids), duration, msg_prefix, processes=1, connections=4, warmup=0)
 
 
 def delivery_body(request_id: str) -> str:
