@@ -16,7 +16,7 @@ API_KEY = "bench-api-key-" + "k" * 20  # the stand-in's key; not a secret of any
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each part does. Full: figures worth reading; smoke: proves the bench works, in < 60 s."""
+    """How much each part does. Full: figures worth reading; smoke: tiny, it proves the bench works."""
 
     phase_seconds: float  # measured part of each acknowledgement phase
     phase_count: int  # deliveries at most in one phase (the count bound)
