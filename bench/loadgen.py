@@ -164,12 +164,6 @@ class Load:
                 process.join(timeout=10)
 
 
-def run(spec: LoadSpec) -> LoadResult:
-    """Run one phase against 127.0.0.1:`spec.port` and return what it measured."""
-    with Load(spec) as load:
-        return load.run()
-
-
 def _wait_ready(barrier: Any, parties: int, processes: list[Any]) -> None:
     """Wait until every connection has warmed up, failing at once when a generator process died."""
     deadline = time.monotonic() + SETUP_TIMEOUT
