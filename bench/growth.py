@@ -3,11 +3,11 @@
 The inbox keeps every delivery (nothing is ever deleted by a failure), so it only grows; the request
 path and `python main.py events --status dead` must not slow down with it. Each inbox is seeded
 directly, in one transaction with sqlite3's executemany (the report's "seeded in" says how long it
-took), mostly `done` with a hundred `dead` rows spread through it. Then, in this process, against the real app and
-inbox: acknowledgements through the Flask test client (verify, durable insert, enqueue; no HTTP
-server, whose cost does not depend on the table) and `Inbox.latest(Status.DEAD, 50)`, alternating
-between the two sizes so the machine's drift hits both alike; and the CLI once per size, as a
-person would run it.
+took), mostly `done` with a hundred `dead` rows spread through it. Then, in this process, against
+the real app and inbox: acknowledgements through the Flask test client (verify, durable insert,
+enqueue; no HTTP server, whose cost does not depend on the table) and `Inbox.latest(Status.DEAD,
+50)`, alternating between the two sizes so the machine's drift hits both alike; and the CLI once
+per size, as a person would run it.
 """
 
 import logging
