@@ -11,7 +11,8 @@ round by round, so the machine's drift hits them alike; a mode's figures pool it
 
 import logging
 import signal
-from collections.abc import Iterable
+import statistics
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +34,10 @@ class Mode:
     uses_api: bool
 
 
-CEILING = Mode("ceiling", "ceiling: bare Flask, reads the body, 204", "bench.ceiling_app:create_app()", False, False)
-# The least a durable receiver does (bench/floor_app.py): where it is under a target, no receiver meets it here.
-FLOOR = Mode(
-    "floor", "floor: verify, group-committed durable insert, 204", "bench.floor_app:create_app()", False, False
-)
+CEILING = Mode("ceiling", "ceiling: bare Flask, reads the body, 204", "bench.apps:ceiling()", False, False)
+FLOOR = Mode("floor", "floor: verify, group-committed durable insert, 204", "bench.apps:floor()", False, False)
 SERVICE = Mode("service", "this service: verify, durable insert, enqueue, 200", "webapp:create_app()", True, True)
-INLINE = Mode(
-    "inline", "inline baseline: verify, fetch from the API, 200", "bench.inline_app:create_app()", False, True
-)
+INLINE = Mode("inline", "inline baseline: verify, fetch from the API, 200", "bench.apps:inline()", False, True)
 
 
 @dataclass(frozen=True)
@@ -153,32 +149,28 @@ def summarize(phase: Phase, runs: list[tuple[loadgen.LoadResult, dict[str, Any]]
         count=sum(r.count for r, _ in runs),
         elapsed=sum(r.elapsed for r, _ in runs),
         latencies=sorted(x for r, _ in runs for x in r.latencies),
-        statuses={},
+        statuses=dict(sum((Counter(r.statuses) for r, _ in runs), Counter())),
         errors=sum(r.errors for r, _ in runs),
         loadgen_cpu_seconds=sum(r.loadgen_cpu_seconds for r, _ in runs),
     )
-    for result, _ in runs:
-        for status, n in result.statuses.items():
-            pooled.statuses[status] = pooled.statuses.get(status, 0) + n
+
+    def mean(key: str) -> float:
+        return round(statistics.fmean(extra[key] for _, extra in runs), 3)
+
     summary = {
         "mode": phase.mode.name,
         "label": phase.mode.label,
         "api_delay_ms": None if phase.api_delay is None else round(phase.api_delay * 1000),
         **pooled.summary(),
         "rounds_requests_per_s": [round(r.rate, 1) for r, _ in runs],
-        "server_cpu_ms_per_request": round(_mean(extra["server_cpu_ms_per_request"] for _, extra in runs), 3),
-        "server_cpu_share": round(_mean(extra["server_cpu_share"] for _, extra in runs), 3),
+        "server_cpu_ms_per_request": mean("server_cpu_ms_per_request"),
+        "server_cpu_share": mean("server_cpu_share"),
         "latency_sample_ms": _sample(pooled.latencies),
     }
     if phase.mode.with_worker:
-        summary["worker_cpu_share"] = round(_mean(extra["worker_cpu_share"] for _, extra in runs), 3)
+        summary["worker_cpu_share"] = mean("worker_cpu_share")
         summary["inbox_after_phase"] = [extra["inbox_after_phase"] for _, extra in runs]
     return summary
-
-
-def _mean(values: Iterable[float]) -> float:
-    listed = list(values)
-    return sum(listed) / len(listed)
 
 
 def _sample(latencies: list[float], points: int = 200) -> list[float]:

@@ -1,8 +1,6 @@
 """What every part of the bench shares: the run's sizes, the WSGI server's settings, the secret, the
 stand-in OptiPick API, and the settings a receiver process is started with."""
 
-import base64
-import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +16,7 @@ API_KEY = "bench-api-key-" + "k" * 20  # the stand-in's key; not a secret of any
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each part does. Full: figures worth reading; smoke: proves the bench works, in < 60 s."""
+    """How much each part does. Full: figures worth reading; smoke: tiny, it proves the bench works."""
 
     phase_seconds: float  # measured part of each acknowledgement phase
     phase_count: int  # deliveries at most in one phase (the count bound)
@@ -26,6 +24,7 @@ class Sizes:
     rounds: int  # each mode runs this many times, interleaved, so drift hits every mode alike
     api_ids: int  # distinct request ids the stand-in serves in a phase (cycled through)
     e2e_rounds: int  # end-to-end: deliveries per worker thread (each takes one API delay)
+    path_runs: int  # request path: runs of each step
     growth_rows: tuple[int, int]  # inbox sizes compared
     growth_acks: int  # timed acknowledgements per size
     growth_listings: int  # timed dead listings per size
@@ -42,6 +41,7 @@ FULL = Sizes(
     rounds=2,
     api_ids=4000,
     e2e_rounds=60,
+    path_runs=2000,
     growth_rows=(1_000, 1_000_000),
     growth_acks=300,
     growth_listings=30,
@@ -54,6 +54,7 @@ SMOKE = Sizes(
     rounds=1,
     api_ids=300,
     e2e_rounds=4,
+    path_runs=100,
     growth_rows=(1_000, 20_000),
     growth_acks=20,
     growth_listings=5,
@@ -118,10 +119,6 @@ class Bench:
             "QUEUE_URL": f"sqlite:///{data_dir / 'queue.db'}",
             **extra,
         }
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def request_ids(tag: int, n: int) -> tuple[str, ...]:

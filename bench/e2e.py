@@ -16,7 +16,7 @@ from typing import Any
 
 from bench import inboxdb, loadgen
 from bench.common import Bench, next_tag, request_ids, stand_in
-from bench.procs import Started, free_port, wait_healthy
+from bench.procs import Started, free_port, wait_healthy, wait_until
 
 log = logging.getLogger("bench")
 
@@ -39,14 +39,14 @@ def run(bench: Bench, delay: float) -> dict[str, Any]:
             batch = ids[offset : offset + threads * per_thread]
             offset += len(batch)
             prefix = f"msg_e2e{tag}t{threads}"
-            load = stack.enter_context(loadgen.Load(backlog(bench, port, batch, prefix)))
+            load = stack.enter_context(loadgen.Load(loadgen.backlog(port, bench.secret, batch, prefix, duration=120)))
             batches.append((threads, batch, prefix, load))
         try:
             wait_healthy(web, port)
             for threads, batch, prefix, load in batches:
                 log.info("end-to-end: %d deliveries, WORKER_THREADS=%d", len(batch), threads)
                 acknowledged = load.run()
-                if acknowledged.count != len(batch) or acknowledged.non_2xx or acknowledged.errors:
+                if not acknowledged.acknowledged_all(len(batch)):
                     raise RuntimeError(
                         f"the backlog was not fully acknowledged: {acknowledged.summary()} "
                         f"{acknowledged.error_samples}; {web} {'runs' if web.running() else 'has exited'}:\n"
@@ -69,38 +69,23 @@ def run(bench: Bench, delay: float) -> dict[str, Any]:
 def work_through(db: Path, glob: str, n: int, worker: Started, timeout: float) -> dict[str, float]:
     """Wait until the worker has settled all `n` messages; return its CPU time per delivery, counted
     from its first finished delivery on (so its start-up is left out)."""
-    deadline = time.monotonic() + timeout
-    first: tuple[float, int, float] | None = None  # (CPU seconds, settled, monotonic) at the first done
-    while (settled := inboxdb.settled(db, glob)) < n:
-        if first is None and settled:
-            first = (worker.cpu_seconds(), settled, time.monotonic())
-        if not worker.running():
-            raise RuntimeError(f"{worker} exited with {settled} of {n} processed:\n{worker.log_tail()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{worker} processed {settled} of {n} in {timeout:.0f} s:\n{worker.log_tail()}")
-        time.sleep(0.05)
-    if first is None or settled == first[1]:
+    first: list[tuple[float, int, float]] = []  # (CPU seconds, settled, monotonic) at the first settled
+
+    def all_settled() -> bool:
+        settled = inboxdb.settled(db, glob)
+        if not first and settled:
+            first.append((worker.cpu_seconds(), settled, time.monotonic()))
+        return settled >= n
+
+    wait_until(all_settled, f"{worker} to process {n} deliveries", timeout, watch=[worker])
+    if not first or first[0][1] >= n:
         return {}
-    cpu = worker.cpu_seconds() - first[0]
+    cpu_before, settled_before, since = first[0]
+    cpu = worker.cpu_seconds() - cpu_before
     return {
-        "worker_cpu_ms_per_delivery": round(cpu / (settled - first[1]) * 1000, 2),
-        "worker_cpu_share": round(cpu / (time.monotonic() - first[2]), 2),
+        "worker_cpu_ms_per_delivery": round(cpu / (n - settled_before) * 1000, 2),
+        "worker_cpu_share": round(cpu / (time.monotonic() - since), 2),
     }
-
-
-def backlog(bench: Bench, port: int, batch: tuple[str, ...], prefix: str) -> loadgen.LoadSpec:
-    """One signed delivery per request id in `batch`, each of which must be acknowledged."""
-    return loadgen.LoadSpec(
-        port=port,
-        secret=bench.secret,
-        request_ids=batch,
-        count=len(batch),
-        duration=120,
-        msg_prefix=prefix,
-        processes=1,
-        connections=4,
-        warmup=0,
-    )
 
 
 def rate(data: Path, glob: str, threads: int, delay: float, n: int) -> dict[str, Any]:

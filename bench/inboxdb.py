@@ -35,11 +35,6 @@ def settled(path: Path, msg_glob: str = "*") -> int:
     return sum(n for status, n in statuses(path, msg_glob).items() if status in FINAL)
 
 
-def done_count(path: Path) -> int:
-    with reading(path) as conn:
-        return conn.execute("SELECT count(*) FROM inbox_events WHERE status = 'done'").fetchone()[0]
-
-
 def finish_times(path: Path, msg_glob: str) -> list[datetime]:
     """When each `done` message matching `msg_glob` was marked done (its updated_at), in order."""
     with reading(path) as conn:

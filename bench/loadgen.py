@@ -20,10 +20,9 @@ import time
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from svix.webhooks import Webhook
+from signatures import signed_headers
 
 HOST = "127.0.0.1"
 # Seconds to wait for the go, and then for the warm-up, before giving up on a phase (the signatures
@@ -70,22 +69,19 @@ class LoadResult:
     def non_2xx(self) -> int:
         return sum(n for status, n in self.statuses.items() if not 200 <= status < 300)
 
-    def percentile(self, q: float) -> float:
-        """Nearest-rank percentile (q in 0..100) of the latencies, in seconds."""
-        if not self.latencies:
-            return float("nan")
-        rank = max(1, min(len(self.latencies), round(q / 100 * len(self.latencies) + 0.5)))
-        return self.latencies[rank - 1]
+    def acknowledged_all(self, n: int) -> bool:
+        """Whether exactly `n` deliveries were sent and every one was answered 2xx."""
+        return self.count == n and not self.non_2xx and not self.errors
 
     def summary(self) -> dict[str, Any]:
         return {
             "requests": self.count,
             "seconds": round(self.elapsed, 3),
             "requests_per_s": round(self.rate, 1),
-            "p50_ms": round(self.percentile(50) * 1000, 2),
-            "p90_ms": round(self.percentile(90) * 1000, 2),
-            "p99_ms": round(self.percentile(99) * 1000, 2),
-            "max_ms": round(self.percentile(100) * 1000, 2),
+            "p50_ms": round(percentile(self.latencies, 50) * 1000, 2),
+            "p90_ms": round(percentile(self.latencies, 90) * 1000, 2),
+            "p99_ms": round(percentile(self.latencies, 99) * 1000, 2),
+            "max_ms": round(percentile(self.latencies, 100) * 1000, 2),
             "non_2xx": self.non_2xx,
             "errors": self.errors,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
@@ -93,28 +89,34 @@ class LoadResult:
         }
 
 
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of sorted values."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def backlog(port: int, secret: str, ids: tuple[str, ...], msg_prefix: str, duration: float) -> LoadSpec:
+    """One delivery per request id in `ids`, over four connections of one process, with no warm-up."""
+    return LoadSpec(port, secret, ids, len(ids), duration, msg_prefix, processes=1, connections=4, warmup=0)
+
+
 def delivery_body(request_id: str) -> str:
     return json.dumps({"type": "route.optimized", "request_id": request_id})
 
 
-def signed(webhook: Webhook, msg_id: str, body: str) -> dict[str, str]:
-    """The headers Svix sends with `body`, signed now."""
-    now = datetime.now(UTC)
-    return {
-        "content-type": "application/json",
-        "user-agent": "Svix-Webhooks/1.0 (bench)",
-        "svix-id": msg_id,
-        "svix-timestamp": str(int(now.timestamp())),
-        "svix-signature": webhook.sign(msg_id, now, body),
-    }
+def delivery(secret: str, msg_id: str, request_id: str) -> tuple[str, dict[str, str]]:
+    """A route delivery's body and the headers Svix sends with it (a user-agent too), signed now."""
+    body = delivery_body(request_id)
+    return body, signed_headers(secret, body, msg_id) | {"user-agent": "Svix-Webhooks/1.0 (bench)"}
 
 
 def send_one(port: int, secret: str, msg_id: str, request_id: str, path: str = "/webhook/route") -> int:
     """POST one signed delivery to 127.0.0.1:`port`; return the HTTP status."""
-    body = delivery_body(request_id)
     connection = http.client.HTTPConnection(HOST, port, timeout=30)
     try:
-        connection.request("POST", path, body, signed(Webhook(secret), msg_id, body))
+        connection.request("POST", path, *delivery(secret, msg_id, request_id))
         response = connection.getresponse()
         response.read()
         return response.status
@@ -162,12 +164,6 @@ class Load:
                 process.join(timeout=10)
 
 
-def run(spec: LoadSpec) -> LoadResult:
-    """Run one phase against 127.0.0.1:`spec.port` and return what it measured."""
-    with Load(spec) as load:
-        return load.run()
-
-
 def _wait_ready(barrier: Any, parties: int, processes: list[Any]) -> None:
     """Wait until every connection has warmed up, failing at once when a generator process died."""
     deadline = time.monotonic() + SETUP_TIMEOUT
@@ -201,8 +197,7 @@ def _combine(parts: list[dict[str, Any]]) -> LoadResult:
 
 def _process_main(spec: LoadSpec, index: int, go: Any, barrier: Any, results: Any) -> None:
     """One generator process: sign its share, wait for the go, then run one thread per connection."""
-    webhook = Webhook(spec.secret)
-    lanes = [_Lane(spec, index * spec.connections + c, webhook) for c in range(spec.connections)]
+    lanes = [_Lane(spec, index * spec.connections + c) for c in range(spec.connections)]
     if not go.wait(timeout=SETUP_TIMEOUT):
         return
     cpu_before = time.process_time()
@@ -235,23 +230,19 @@ def _process_main(spec: LoadSpec, index: int, go: Any, barrier: Any, results: An
 class _Lane:
     """One keep-alive connection and the deliveries it sends."""
 
-    def __init__(self, spec: LoadSpec, lane: int, webhook: Webhook) -> None:
+    def __init__(self, spec: LoadSpec, lane: int) -> None:
         self.spec = spec
         stride = spec.total_connections
         ids = spec.request_ids
 
-        def prepared(msg_id: str, request_id: str) -> tuple[str, dict[str, str]]:
-            body = delivery_body(request_id)
-            return body, signed(webhook, msg_id, body)
-
         # Measured delivery i carries ids[i]; warm-up ones take ids from the other end, so that no two
         # deliveries share a request id (which would make the later one a duplicate) before wrapping.
         self.warmup = [
-            prepared(f"{spec.msg_prefix}_w{lane}_{i}", ids[-1 - (lane * spec.warmup + i) % len(ids)])
+            delivery(spec.secret, f"{spec.msg_prefix}_w{lane}_{i}", ids[-1 - (lane * spec.warmup + i) % len(ids)])
             for i in range(spec.warmup)
         ]
         self.measured = [
-            prepared(f"{spec.msg_prefix}_m{i}", ids[i % len(ids)]) for i in range(lane, spec.count, stride)
+            delivery(spec.secret, f"{spec.msg_prefix}_m{i}", ids[i % len(ids)]) for i in range(lane, spec.count, stride)
         ]
         self.latencies = array("d")
         self.statuses: Counter[int] = Counter()

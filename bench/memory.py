@@ -54,7 +54,7 @@ class Sampler(threading.Thread):
     def sample(self) -> None:
         try:
             memory = memory_kb(self.pid)
-            done = inboxdb.done_count(self.db) if self.db.exists() else 0
+            done = inboxdb.statuses(self.db).get("done", 0)
         except (OSError, ValueError, sqlite3.Error):
             return  # the process is gone, or its tables are not there yet
         self.samples.append((time.monotonic() - self.started_at, done, memory["VmRSS"], memory["VmHWM"]))
@@ -73,17 +73,7 @@ def run(bench: Bench) -> dict[str, Any]:
     with stand_in(0.0, ids) as api:
         port = free_port()
         settings = bench.receiver_settings(data, api.url, HOST="127.0.0.1", PORT=str(port))
-        spec = loadgen.LoadSpec(
-            port=port,
-            secret=bench.secret,
-            request_ids=ids,
-            count=n,
-            duration=600,
-            msg_prefix=f"msg_mem{tag}",
-            processes=1,
-            connections=4,
-            warmup=0,
-        )
+        spec = loadgen.backlog(port, bench.secret, ids, f"msg_mem{tag}", duration=600)
         receiver = bench.processes.start("memory-main", ["main.py"], settings)
         sampler = Sampler(receiver.pid, data / "inbox.db")
         try:
@@ -92,7 +82,7 @@ def run(bench: Bench) -> dict[str, Any]:
                 sampler.start()
                 log.info("memory: %d deliveries to python main.py", n)
                 sent = load.run()
-            if sent.count != n or sent.non_2xx or sent.errors:
+            if not sent.acknowledged_all(n):
                 raise RuntimeError(
                     f"not every delivery was acknowledged: {sent.summary()} {sent.error_samples}:\n"
                     f"{receiver.log_tail()}"

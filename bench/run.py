@@ -1,8 +1,8 @@
-"""Run the benchmark: `python -m bench` (full, about 10 minutes on 2 cores) or `python -m bench --smoke`.
+"""Run the benchmark: `python -m bench` (the full run) or `python -m bench --smoke` (tiny sizes).
 
-Runs each part in turn (acknowledgement, end-to-end, growth, memory), writes bench/results/latest.json
-and latest.md (and latency.png when matplotlib is there), and prints the Markdown. Everything it
-starts is ended and its temporary directory removed when it finishes, fails or is interrupted.
+Runs each part in turn (PARTS), writes bench/results/latest.json and latest.md (and latency.png when
+matplotlib is there), and prints the Markdown. Everything it starts is ended and its temporary
+directory removed when it finishes, fails or is interrupted.
 
 Exit status: 0 when every part produced its figures (a missed target is reported, not a failure,
 unless --strict), 1 when a part failed to produce them, 3 with --strict when a target was missed,
@@ -20,24 +20,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as `python bench/run.py`: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench import report
-from bench.common import FULL, SMOKE, Bench, Server, new_secret
+from bench import acks, e2e, growth, memory, report, request_path
+from bench.common import FULL, SMOKE, Bench, Server
 from bench.plot import latency_plot
 from bench.procs import Processes
+from signatures import new_secret
 
 log = logging.getLogger("bench")
 
-PARTS = ("acknowledgement", "end_to_end", "growth", "memory")
+# The parts, in the order they run.
+PARTS: dict[str, Callable[[Bench, argparse.Namespace], dict[str, Any]]] = {
+    "acknowledgement": lambda bench, args: acks.run(bench, args.slow_api_ms / 1000),
+    "request_path": lambda bench, args: request_path.run(bench),
+    "end_to_end": lambda bench, args: e2e.run(bench, args.e2e_api_ms / 1000),
+    "growth": lambda bench, args: growth.run(bench),
+    "memory": lambda bench, args: memory.run(bench),
+}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: proves the bench works, in under a minute")
-    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="run only these parts")
+    parser.add_argument("--only", nargs="+", choices=list(PARTS), default=list(PARTS), help="run only these parts")
     parser.add_argument("--slow-api-ms", type=int, default=500, help="the slow API's delay (default 500)")
     parser.add_argument("--e2e-api-ms", type=int, default=100, help="the API's delay end-to-end (default 100)")
     parser.add_argument(
@@ -72,13 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Processes(tmp / "logs") as processes:
             bench = Bench(tmp, processes, sizes, server, new_secret())
-            for part, measure in parts(args).items():
+            for part, measure in PARTS.items():
                 if part not in args.only:
                     continue
                 log.info("== %s", part)
                 part_started = time.monotonic()
                 try:
-                    results[part] = measure(bench)
+                    results[part] = measure(bench, args)
                 except Exception as exc:  # one part failing must not hide the others' figures
                     log.exception("%s failed", part)
                     failures[part] = f"{type(exc).__name__}: {exc}"
@@ -124,19 +129,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def parts(args: argparse.Namespace) -> dict[str, Callable[[Bench], dict[str, Any]]]:
-    # Imported here: the growth part imports the service's modules, which the generator's processes
-    # (started by importing this module's package) do not need.
-    from bench import acks, e2e, growth, memory
-
-    return {
-        "acknowledgement": lambda bench: acks.run(bench, args.slow_api_ms / 1000),
-        "end_to_end": lambda bench: e2e.run(bench, args.e2e_api_ms / 1000),
-        "growth": growth.run,
-        "memory": memory.run,
-    }
 
 
 if __name__ == "__main__":
