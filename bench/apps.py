@@ -25,13 +25,14 @@ def floor() -> Flask:
     """The least a durable receiver does: verify with svix, insert the delivery into SQLite (WAL,
     synchronous=FULL) as one plain SQL statement, and answer 204 once it is committed. It commits
     with the service's own machinery: deliveries that arrive together share one commit
-    (group_commit.py), and the writers of every gunicorn worker take turns (writers_lock.py)."""
+    (inbox/group_commit.py), and the writers of every gunicorn worker take turns (inbox/writers_lock.py)."""
     from sqlalchemy import Connection
 
-    from group_commit import GroupCommit
-    from inbox import create_db_engine, writers_lock
+    from inbox import SqliteDatabase
+    from inbox.group_commit import GroupCommit
 
-    engine = create_db_engine(os.environ["DATABASE_URL"] + ".floor")  # WAL, synchronous=FULL
+    database = SqliteDatabase(os.environ["DATABASE_URL"] + ".floor")  # WAL, synchronous=FULL
+    engine = database.engine
     with engine.begin() as setup:
         setup.exec_driver_sql(
             "create table if not exists deliveries "
@@ -42,9 +43,7 @@ def floor() -> Flask:
     def write(connection: Connection, delivery: tuple[str, bytes]) -> None:
         connection.exec_driver_sql(insert, delivery)
 
-    writers = writers_lock(engine)
-    assert writers is not None, "the floor is a SQLite file"
-    commits = GroupCommit(engine, write, turn=writers.turn, order=lambda delivery: delivery[0])
+    commits = GroupCommit(engine, write, turn=database.turn, order=lambda delivery: delivery[0])
 
     def receive(body: bytes) -> ResponseReturnValue:
         commits.submit((request.headers["svix-id"], body))
