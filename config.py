@@ -35,6 +35,7 @@ SETTING_NAMES = (
     "PORT",
     "RESULTS_DIR",
     "MAX_BODY_BYTES",
+    "MAX_RESULT_BYTES",
     "WEBHOOK_DEFAULT_EVENT_TYPE",
     "LOG_LEVEL",
     "MAX_ATTEMPTS",
@@ -76,6 +77,7 @@ class Settings:
     port: int = defaults.PORT
     results_dir: Path | None = None
     max_body_bytes: int = defaults.MAX_BODY_BYTES
+    max_result_bytes: int = defaults.MAX_RESULT_BYTES
     default_event_type: EventType | None = None
     log_level: str = defaults.LOG_LEVEL
     max_attempts: int = defaults.MAX_ATTEMPTS
@@ -109,6 +111,9 @@ def load_settings(
         port=parse_int("PORT", get("PORT"), defaults.PORT, minimum=1, maximum=65535),
         results_dir=parse_results_dir(get("RESULTS_DIR")),
         max_body_bytes=parse_int("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), defaults.MAX_BODY_BYTES, minimum=1024),
+        max_result_bytes=parse_int(
+            "MAX_RESULT_BYTES", get("MAX_RESULT_BYTES"), defaults.MAX_RESULT_BYTES, minimum=1024
+        ),
         default_event_type=parse_default_event_type(get("WEBHOOK_DEFAULT_EVENT_TYPE")),
         log_level=parse_log_level(get("LOG_LEVEL") or defaults.LOG_LEVEL),
         max_attempts=parse_int("MAX_ATTEMPTS", get("MAX_ATTEMPTS"), defaults.MAX_ATTEMPTS, minimum=1),
