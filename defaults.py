@@ -27,6 +27,9 @@ RETRY_DELAYS = (10, 60, 5 * 60, 30 * 60, 2 * 3600, 6 * 3600, 12 * 3600)
 # Attempts for a result the API does not have (404/422): it may not be readable yet, but it will not
 # appear after a day either, so give up after a few minutes instead of the whole retry budget.
 NOT_FOUND_MAX_ATTEMPTS = 4
+# Attempts for a 200 whose body cannot be read as JSON (not JSON, NaN or Infinity, nested too deep):
+# asking again gets the same bytes, so the second attempt is only for an answer mangled on the way.
+UNREADABLE_MAX_ATTEMPTS = 2
 
 # Worker threads of the Huey consumer. Each spends most of its time waiting on the API.
 WORKER_THREADS = 4

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import defaults
 from clock import Clock, utcnow
-from errors import AuthenticationError, HandlerError, OptiPickError, RateLimited, ResultNotFound
+from errors import AuthenticationError, HandlerError, OptiPickError, RateLimited, ResultNotFound, UnreadableResult
 from event_types import Event, EventType
 from handlers.registry import Registry
 from inbox import Claim, ClaimLost, HeldBy, Inbox, Status
@@ -32,6 +32,7 @@ class RetryPolicy:
     max_attempts: int = defaults.MAX_ATTEMPTS
     delays: tuple[int, ...] = defaults.RETRY_DELAYS
     not_found_max_attempts: int = defaults.NOT_FOUND_MAX_ATTEMPTS
+    unreadable_max_attempts: int = defaults.UNREADABLE_MAX_ATTEMPTS
 
     def delay_after(self, attempt: int) -> int:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
@@ -114,9 +115,9 @@ class Processor:
         except AuthenticationError as exc:
             return self._finish(claim, Status.DEAD, str(exc), now)
         except ResultNotFound as exc:
-            if attempts >= self.policy.not_found_max_attempts:
-                return self._finish(claim, Status.DEAD, f"{exc}; gave up after {attempts} attempts", now)
-            return self._retry(claim, str(exc), now)
+            return self._retry(claim, str(exc), now, give_up_after=self.policy.not_found_max_attempts)
+        except UnreadableResult as exc:
+            return self._retry(claim, str(exc), now, give_up_after=self.policy.unreadable_max_attempts)
         except RateLimited as exc:
             return self._retry(claim, str(exc), now, at_least=exc.retry_after or 0)
         except (OptiPickError, HandlerError) as exc:
@@ -183,9 +184,13 @@ class Processor:
             log.info("%s: duplicate: %s", claim.event.message_id, error)
         return status
 
-    def _retry(self, claim: Claim, error: str, now: datetime | None, at_least: float = 0) -> Status | None:
+    def _retry(
+        self, claim: Claim, error: str, now: datetime | None, at_least: float = 0, give_up_after: int | None = None
+    ) -> Status | None:
+        """Schedule the next attempt, no sooner than `at_least` seconds; or, after `give_up_after` attempts
+        (a failure's own budget) or max_attempts, whichever is fewer, mark the event dead."""
         attempts = claim.event.attempts
-        if attempts >= self.policy.max_attempts:
+        if attempts >= min(self.policy.max_attempts, give_up_after or self.policy.max_attempts):
             return self._finish(claim, Status.DEAD, f"{error}; gave up after {attempts} attempts", now)
         # The API's Retry-After counts, but no more than the longest backoff: an absurd value must
         # neither overflow the clock nor park an acknowledged event for years.
