@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError
 import defaults
 from errors import ConfigError
 from event_types import EventType
+from printable import PrintableTracebacks
 
 # Every environment variable the service reads (documented in .env.example and the README).
 SETTING_NAMES = (
@@ -128,8 +129,11 @@ def load_settings(
 
 
 def configure_logging(level: str) -> None:
-    """One log format for every entry point (python main.py, the worker, gunicorn)."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    """One log format for every entry point (python main.py, the worker, gunicorn), whose tracebacks
+    show their exceptions' texts printable."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableTracebacks("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     if level != "DEBUG":
         # Huey logs every task start and finish at INFO; the processor logs each outcome already.
         logging.getLogger("huey").setLevel(logging.WARNING)
