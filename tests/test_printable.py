@@ -387,3 +387,17 @@ def test_a_handlers_exception_text_is_logged_printable(services, sender, api, ca
     for message in service_messages(caplog):
         assert_unforgeable(message)
     assert "quoting_handler" in services.inbox.get(stored.id).last_error
+
+
+def test_an_api_error_holding_a_nul_is_stored_on_every_backend(backend, api, services, sender):
+    """An optimization error with a NUL in it (which PostgreSQL cannot store) is stored, and shown, as an escape."""
+    document = example_result("route", REQUEST_ID)
+    document["error"] = "solver\x00crashed"
+    api.add_result("route", REQUEST_ID, document)
+    msg_id = new_message_id()
+    assert sender.send({"request_id": REQUEST_ID}, path="/webhook/route", msg_id=msg_id).status_code == 200
+    stored = services.inbox.by_message_id(msg_id)
+    assert services.processor.process(stored.id, now=datetime.now(UTC)) is Status.DONE
+    row = services.inbox.get(stored.id)
+    assert row.last_error == "optimization failed: solver\\x00crashed"
+    assert row.result_summary.endswith(": optimization failed: solver\\x00crashed")
