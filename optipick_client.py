@@ -41,6 +41,9 @@ USER_AGENT = "optipick-webhooks/1.0"
 PROBE_REQUEST_ID = "000000000000000000000000"  # well-formed, and never issued
 # Bytes read from the answer at a time: each read is counted against MAX_RESULT_BYTES before the next.
 READ_CHUNK_BYTES = 64 * 1024
+# Bytes of an answer other than 200 read to its end (its body is not used), so that its kept-alive
+# connection serves the next call; a larger one is dropped with its connection.
+DRAIN_BYTES = 64 * 1024
 
 
 class OptiPickClient:
@@ -135,6 +138,7 @@ class OptiPickClient:
             with contextlib.closing(response):  # a body left unread closes the connection
                 if response.status_code == 200:
                     return _parse(path, self._read(path, response, call))
+                _drain(response)
                 raise _refusal(path, response)
 
     def _send(self, path: str) -> requests.Response:
@@ -201,6 +205,16 @@ def _parse(path: str, body: bytearray) -> Any:
         raise UnreadableResult(f"GET {path} answered 200 with JSON nested too deeply to read") from None
     except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
         raise UnreadableResult(f"GET {path} answered 200 with a body that is not JSON ({exc})") from None
+
+
+def _drain(response: requests.Response) -> None:
+    """Read a small body to its end, so the connection goes back to the pool; one without a length, too
+    large or broken is left for close() to drop with its connection."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) <= DRAIN_BYTES:
+        with contextlib.suppress(requests.RequestException):
+            for _ in response.iter_content(READ_CHUNK_BYTES):
+                pass
 
 
 def _refusal(path: str, response: requests.Response) -> Exception:

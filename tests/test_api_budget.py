@@ -19,7 +19,7 @@ import pytest
 
 import defaults
 from config import SETTING_NAMES, load_settings
-from errors import ApiUnavailable
+from errors import ApiUnavailable, ResultNotFound
 from event_types import Kind
 from inbox import Status
 from optipick_client import OptiPickClient
@@ -49,6 +49,8 @@ class Misbehaving(ThreadingHTTPServer):
         self.hung_up = threading.Event()
         self.sent = 0  # body bytes written
         self.headers_seen: list[dict[str, str]] = []
+        self.client_ports: set[int] = set()  # one per connection
+        self.paths: list[str] = []
 
     @property
     def url(self) -> str:
@@ -61,6 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.headers_seen.append(dict(self.headers))
+        self.server.client_ports.add(self.client_address[1])
+        self.server.paths.append(self.path)
         try:
             self.server.behaviour(self)
         except OSError:  # the client closed the connection: what these tests wait for
@@ -139,6 +143,17 @@ def huge(declared: bool) -> Callable[[BaseHTTPRequestHandler], None]:
     return answer
 
 
+def kept_alive(handler: BaseHTTPRequestHandler) -> None:
+    """The example result, or a small 404 for another request id, each with its length, on a kept-alive connection."""
+    found = handler.path.endswith(REQUEST_ID)
+    body = json.dumps(example_result("route", REQUEST_ID) if found else {"detail": "Request not found"}).encode()
+    handler.send_response(200 if found else 404)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def deliver(sender, services: Services, request_id: str = REQUEST_ID) -> int:
     """A signed route delivery, acknowledged; its inbox row's id."""
     msg_id = new_message_id()
@@ -183,19 +198,37 @@ def test_the_deadline_bounds_connecting_and_reading_together(settings):
     assert time.monotonic() - started < DEADLINE + SLACK
 
 
-def test_calls_within_the_deadline_share_a_connection_unharmed(api, settings):
-    """A finished call's deadline passing later cuts nothing: the next call on the kept-alive connection
-    is answered, and the key travels only in X-API-KEY."""
-    api.add_result("route", REQUEST_ID)
-    client = OptiPickClient(api.url, settings.optipick_api_key, deadline=0.3)
-    try:
-        assert client.fetch(Kind.ROUTE, REQUEST_ID).request_id == REQUEST_ID
-        time.sleep(0.4)  # the first call's deadline passes while its connection waits in the pool
-        assert client.fetch(Kind.ROUTE, REQUEST_ID).request_id == REQUEST_ID
-        assert client.fetch(Kind.ROUTE, REQUEST_ID).request_id == REQUEST_ID
-    finally:
-        client.close()
-    assert api.fetches[("route", REQUEST_ID)] == 3
+def test_a_finished_calls_deadline_cuts_nothing_later(settings):
+    """A call's deadline passing after it finished leaves its kept-alive connection alone: the next calls
+    on it are answered, and the key travels in X-API-KEY only, never in the URL."""
+    with serving(kept_alive) as server:
+        client = OptiPickClient(server.url, settings.optipick_api_key, deadline=0.3)
+        try:
+            assert client.fetch(Kind.ROUTE, REQUEST_ID).request_id == REQUEST_ID
+            time.sleep(0.4)  # the first call's deadline passes while its connection waits in the pool
+            assert client.fetch(Kind.ROUTE, REQUEST_ID).request_id == REQUEST_ID
+            assert client.fetch(Kind.ROUTE, REQUEST_ID).request_id == REQUEST_ID
+        finally:
+            client.close()
+    assert len(server.client_ports) == 1
+    assert [headers["X-API-KEY"] for headers in server.headers_seen] == [settings.optipick_api_key] * 3
+    assert server.paths == [f"/optimize/route/{REQUEST_ID}"] * 3
+
+
+def test_answers_good_and_bad_leave_the_connection_to_the_next_call(settings):
+    """A streamed 200 read to its end, and a small 404 whose body is not used, both give their kept-alive
+    connection back for the next call."""
+    with serving(kept_alive) as server:
+        client = OptiPickClient(server.url, settings.optipick_api_key, deadline=DEADLINE)
+        try:
+            assert client.fetch(Kind.ROUTE, REQUEST_ID).request_id == REQUEST_ID
+            with pytest.raises(ResultNotFound):
+                client.fetch(Kind.ROUTE, "0" * 24)
+            assert client.fetch(Kind.ROUTE, REQUEST_ID).request_id == REQUEST_ID
+        finally:
+            client.close()
+    assert len(server.headers_seen) == 3
+    assert len(server.client_ports) == 1
 
 
 def test_the_worker_thread_comes_back_from_a_trickling_api(services, sender):
