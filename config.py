@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError
 import defaults
 from errors import ConfigError
 from event_types import EventType
+from printable import PrintableTracebacks
 
 # Every environment variable the service reads (documented in .env.example and the README).
 SETTING_NAMES = (
@@ -35,6 +36,7 @@ SETTING_NAMES = (
     "PORT",
     "RESULTS_DIR",
     "MAX_BODY_BYTES",
+    "MAX_RESULT_BYTES",
     "WEBHOOK_DEFAULT_EVENT_TYPE",
     "LOG_LEVEL",
     "MAX_ATTEMPTS",
@@ -76,6 +78,7 @@ class Settings:
     port: int = defaults.PORT
     results_dir: Path | None = None
     max_body_bytes: int = defaults.MAX_BODY_BYTES
+    max_result_bytes: int = defaults.MAX_RESULT_BYTES
     default_event_type: EventType | None = None
     log_level: str = defaults.LOG_LEVEL
     max_attempts: int = defaults.MAX_ATTEMPTS
@@ -109,6 +112,9 @@ def load_settings(
         port=parse_int("PORT", get("PORT"), defaults.PORT, minimum=1, maximum=65535),
         results_dir=parse_results_dir(get("RESULTS_DIR")),
         max_body_bytes=parse_int("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), defaults.MAX_BODY_BYTES, minimum=1024),
+        max_result_bytes=parse_int(
+            "MAX_RESULT_BYTES", get("MAX_RESULT_BYTES"), defaults.MAX_RESULT_BYTES, minimum=1024
+        ),
         default_event_type=parse_default_event_type(get("WEBHOOK_DEFAULT_EVENT_TYPE")),
         log_level=parse_log_level(get("LOG_LEVEL") or defaults.LOG_LEVEL),
         max_attempts=parse_int("MAX_ATTEMPTS", get("MAX_ATTEMPTS"), defaults.MAX_ATTEMPTS, minimum=1),
@@ -123,8 +129,11 @@ def load_settings(
 
 
 def configure_logging(level: str) -> None:
-    """One log format for every entry point (python main.py, the worker, gunicorn)."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    """One log format for every entry point (python main.py, the worker, gunicorn), whose tracebacks
+    show their exceptions' texts printable."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableTracebacks("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     if level != "DEBUG":
         # Huey logs every task start and finish at INFO; the processor logs each outcome already.
         logging.getLogger("huey").setLevel(logging.WARNING)

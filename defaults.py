@@ -27,12 +27,15 @@ RETRY_DELAYS = (10, 60, 5 * 60, 30 * 60, 2 * 3600, 6 * 3600, 12 * 3600)
 # Attempts for a result the API does not have (404/422): it may not be readable yet, but it will not
 # appear after a day either, so give up after a few minutes instead of the whole retry budget.
 NOT_FOUND_MAX_ATTEMPTS = 4
+# Attempts for a 200 whose body cannot be read as JSON (not JSON, NaN or Infinity, nested too deep):
+# asking again gets the same bytes, so the second attempt is only for an answer mangled on the way.
+UNREADABLE_MAX_ATTEMPTS = 2
 
 # Worker threads of the Huey consumer. Each spends most of its time waiting on the API.
 WORKER_THREADS = 4
 
 # Seconds a worker owns an event it has claimed. Longer than the worst fetch (two API calls of
-# connect + read timeout when the kind has to be detected), and renewed before the handlers run.
+# API_DEADLINE_SECONDS each when the kind has to be detected), and renewed before the handlers run.
 # A worker that dies leaves its event to the reconciler once the lease has run out.
 LEASE_SECONDS = 60
 
@@ -41,8 +44,17 @@ LEASE_SECONDS = 60
 # stop grace period).
 SHUTDOWN_GRACE_SECONDS = 30
 
-# Seconds (connect, read) for every OptiPick API call; every outbound call has a timeout.
+# Seconds (connect, read) for every OptiPick API call; every outbound call has a timeout. Each bounds one
+# wait for the network, not the call: an answer that trickles in a byte at a time never trips them.
 API_TIMEOUT = (5.0, 15.0)
+# Seconds one OptiPick API call may take in all, from connecting to the answer's last byte: the two
+# timeouts' sum, so a call that uses each in full still ends in time, and two calls (detecting the
+# kind) stay well inside LEASE_SECONDS.
+API_DEADLINE_SECONDS = 20.0
+# Bytes of one API answer read at most (MAX_RESULT_BYTES). A route result takes about 300 bytes a pick,
+# so this holds a wave of some 100,000 picks; a larger answer is refused before it is all in memory,
+# where its parsed document would take several times its size, in every worker thread at once.
+MAX_RESULT_BYTES = 32 * 1024 * 1024
 
 # Seconds an event may wait in `received` before the reconciler enqueues it again: long enough
 # that a task that is merely queued is not doubled, short enough that a lost one is found soon.

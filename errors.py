@@ -6,7 +6,10 @@
         ├── AuthenticationError  401/403: OPTIPICK_API_KEY is wrong; retrying cannot help
         ├── ResultNotFound       404/422: no result (yet) for this request id; retried a few times
         ├── RateLimited          429: retried no sooner than the API asked (retry_after)
-        └── ApiUnavailable       5xx, timeouts, connection errors, redirects, unreadable bodies; retried
+        ├── UnreadableResult     200 with a body no parser reads (not JSON, NaN or Infinity, nested too
+        │                        deep); retried once, since asking again gets the same bytes
+        └── ApiUnavailable       5xx, timeouts, over the call's time budget or MAX_RESULT_BYTES,
+                                 connection errors, redirects, JSON that is not a result; retried
 
     HandlerError                 one or more handlers raised; the event is retried
 
@@ -38,6 +41,10 @@ class RateLimited(OptiPickError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UnreadableResult(OptiPickError):
+    """The API answered 200 with a body that cannot be read as JSON. The message says what is wrong with it."""
 
 
 class ApiUnavailable(OptiPickError):

@@ -14,6 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from printable import printable
+
 if TYPE_CHECKING:  # for the annotations only: both modules import this one
     from inbox.records import StoredEvent
     from results import Result
@@ -117,14 +119,11 @@ def resolve(payload: Mapping[str, Any], path_type: EventType | None, default: Ev
         value = payload.get(name)
         if isinstance(value, str) and value:
             event_type = EventType.parse(value)
-            return Resolution(str(event_type) if event_type else _printable(value), event_type, "payload")
+            # An unknown type is stored and logged as it came, but printable (a NUL cannot even be
+            # stored in PostgreSQL) and cut to the column's length.
+            name = str(event_type) if event_type else printable(value, limit=MAX_TYPE_LENGTH)
+            return Resolution(name, event_type, "payload")
     for source, event_type in (("path", path_type), ("default", default)):
         if event_type is not None:
             return Resolution(str(event_type), event_type, source)
     return Resolution(None, None, None)
-
-
-def _printable(text: str) -> str:
-    """An unknown type as it can be stored and logged: control characters (a NUL cannot even be
-    stored in PostgreSQL) shown as '?', and cut to the column's length."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text)[:MAX_TYPE_LENGTH]

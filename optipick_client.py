@@ -4,18 +4,34 @@ Every failure becomes one of the typed errors in errors.py, so the worker can de
 retrying and giving up without knowing HTTP. The API key travels only in the X-API-KEY header, only
 to OPTIPICK_API_URL: redirects are never followed (requests would carry a custom header to the new
 host), and the request id is checked before it becomes part of a URL.
+
+Every call has a budget, so a misbehaving API cannot hold a worker thread or its memory: a deadline
+for the whole call (connecting, the headers and every byte of the body, however slowly they come)
+and a cap on the answer's size (MAX_RESULT_BYTES). The body is read as a stream, and the connection
+is closed the moment either is exceeded.
 """
 
+import contextlib
 import email.utils
+import json
 import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import ProxyManager
+from urllib3.response import HTTPResponse
 
 import defaults
-from errors import ApiUnavailable, AuthenticationError, RateLimited, ResultNotFound
+from errors import ApiUnavailable, AuthenticationError, RateLimited, ResultNotFound, UnreadableResult
 from event_types import REQUEST_ID_PATTERN, Kind
 from results import Result, parse_result
 
@@ -23,6 +39,11 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "optipick-webhooks/1.0"
 PROBE_REQUEST_ID = "000000000000000000000000"  # well-formed, and never issued
+# Bytes read from the answer at a time: each read is counted against MAX_RESULT_BYTES before the next.
+READ_CHUNK_BYTES = 64 * 1024
+# Bytes of an answer other than 200 read to its end (its body is not used), so that its kept-alive
+# connection serves the next call; a larger one is dropped with its connection.
+DRAIN_BYTES = 64 * 1024
 
 
 class OptiPickClient:
@@ -34,14 +55,20 @@ class OptiPickClient:
         api_key: str,
         *,
         timeout: tuple[float, float] = defaults.API_TIMEOUT,
+        deadline: float = defaults.API_DEADLINE_SECONDS,
+        max_result_bytes: int = defaults.MAX_RESULT_BYTES,
         connections: int = 10,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
+        self.deadline = deadline
+        self.max_result_bytes = max_result_bytes
+        # No single wait may be longer than the whole call.
+        self.timeout = (min(timeout[0], deadline), min(timeout[1], deadline))
+        self._watchdog = _Watchdog()
         self.session = requests.Session()
         # One kept-alive connection per worker thread; requests keeps 10 by default, so more threads
         # would open and close a connection for every fetch.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(10, connections))
+        adapter = _WatchedAdapter(pool_connections=1, pool_maxsize=max(10, connections))
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers.update({"X-API-KEY": api_key, "Accept": "application/json", "User-Agent": USER_AGENT})
@@ -66,6 +93,7 @@ class OptiPickClient:
 
     def close(self) -> None:
         self.session.close()
+        self._watchdog.close()
 
     def fetch(self, kind: Kind, request_id: str) -> Result:
         """The result of one optimization. Raises an OptiPickError subclass when there is none."""
@@ -93,10 +121,9 @@ class OptiPickClient:
         server's clock from its Date header. Raises ApiUnavailable when the API cannot be reached.
         """
         path = f"/optimize/route/{PROBE_REQUEST_ID}"
-        try:
-            response = self.session.get(self.base_url + path, timeout=self.timeout, allow_redirects=False)
-        except requests.RequestException as exc:
-            raise ApiUnavailable(f"GET {path} failed: {type(exc).__name__}") from None
+        with self._budget(path):
+            response = self._send(path)
+            response.close()  # the body does not matter: the status and the Date header say it all
         date = response.headers.get("Date")
         try:
             server_time = email.utils.parsedate_to_datetime(date) if date else None
@@ -105,36 +132,253 @@ class OptiPickClient:
         return response.status_code, server_time
 
     def _get(self, path: str) -> Any:
-        url = self.base_url + path
-        try:
-            response = self.session.get(url, timeout=self.timeout, allow_redirects=False)
-        except requests.Timeout:
-            raise ApiUnavailable(f"GET {path} timed out") from None
-        except requests.RequestException as exc:
-            raise ApiUnavailable(f"GET {path} failed: {type(exc).__name__}") from None
+        """The JSON document the API answers to GET `path`, within the call's budget."""
+        with self._budget(path) as call:
+            response = self._send(path)
+            with contextlib.closing(response):  # a body left unread closes the connection
+                if response.status_code == 200:
+                    return _parse(path, self._read(path, response, call))
+                _drain(response)
+                raise _refusal(path, response)
 
-        status = response.status_code
-        if status == 200:
-            try:
-                return response.json()
-            except ValueError:
-                raise ApiUnavailable(f"GET {path} answered 200 with a body that is not JSON") from None
-        if status in (401, 403):
-            raise AuthenticationError(
-                f"the OptiPick API refused OPTIPICK_API_KEY (HTTP {status}): check the key under "
-                "Settings → API Keys in the OptiPick web app"
-            )
-        if status in (404, 422):
-            raise ResultNotFound(f"GET {path} answered {status}: no result for this request id (yet)")
-        if status == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise RateLimited(f"GET {path} answered 429: rate limited", retry_after)
-        if 300 <= status < 400:
-            raise ApiUnavailable(
-                f"GET {path} answered a redirect ({status}), which is not followed so the API key stays "
-                "with OPTIPICK_API_URL: check that setting"
-            )
-        raise ApiUnavailable(f"GET {path} answered {status}")
+    def _send(self, path: str) -> requests.Response:
+        """The answer's status and headers; the body stays on the wire until it is read."""
+        return self.session.get(self.base_url + path, timeout=self.timeout, allow_redirects=False, stream=True)
+
+    @contextlib.contextmanager
+    def _budget(self, path: str) -> Iterator["_Call"]:
+        """One call against the deadline: what requests raises becomes ApiUnavailable, saying whether
+        the deadline cut the call off."""
+        call = _Call(time.monotonic() + self.deadline)
+        self._watchdog.watch(call)
+        _running.call = call
+        try:
+            yield call
+        except requests.RequestException as exc:
+            if call.expired:
+                raise ApiUnavailable(self._over_deadline(path)) from None
+            if isinstance(exc, requests.Timeout):
+                raise ApiUnavailable(f"GET {path} timed out") from None
+            raise ApiUnavailable(f"GET {path} failed: {type(exc).__name__}") from None
+        finally:
+            _running.call = None
+            self._watchdog.forget(call)
+
+    def _read(self, path: str, response: requests.Response, call: "_Call") -> bytearray:
+        """The whole body, read in chunks, refused as soon as it is larger than max_result_bytes."""
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_result_bytes:
+            raise ApiUnavailable(self._too_large(path))
+        body = bytearray()
+        for chunk in response.iter_content(READ_CHUNK_BYTES):
+            body += chunk
+            if len(body) > self.max_result_bytes:
+                raise ApiUnavailable(self._too_large(path))
+        if call.expired:  # cut off, but the body had no length to tell it short
+            raise ApiUnavailable(self._over_deadline(path))
+        return body
+
+    def _over_deadline(self, path: str) -> str:
+        return f"GET {path} took longer than {self.deadline:g} s in all"
+
+    def _too_large(self, path: str) -> str:
+        return f"GET {path} answer is larger than MAX_RESULT_BYTES ({self.max_result_bytes} bytes)"
+
+
+class _NotANumber(ValueError):
+    """JSON has no NaN or Infinity; Python's parser accepts them unless told not to."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotANumber(name)
+
+
+def _parse(path: str, body: bytearray) -> Any:
+    """A 200's body as JSON, strictly: UnreadableResult when no parser would read it."""
+    try:
+        return json.loads(body, parse_constant=_refuse_constant)
+    except _NotANumber as exc:
+        raise UnreadableResult(
+            f"GET {path} answered 200 with {exc} where a number goes, which JSON does not allow"
+        ) from None
+    except RecursionError:
+        raise UnreadableResult(f"GET {path} answered 200 with JSON nested too deeply to read") from None
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+        raise UnreadableResult(f"GET {path} answered 200 with a body that is not JSON ({exc})") from None
+
+
+def _drain(response: requests.Response) -> None:
+    """Read a small body to its end, so the connection goes back to the pool; one without a length, too
+    large or broken is left for close() to drop with its connection."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) <= DRAIN_BYTES:
+        with contextlib.suppress(requests.RequestException):
+            for _ in response.iter_content(READ_CHUNK_BYTES):
+                pass
+
+
+def _refusal(path: str, response: requests.Response) -> Exception:
+    """The typed error for an answer other than 200."""
+    status = response.status_code
+    if status in (401, 403):
+        return AuthenticationError(
+            f"the OptiPick API refused OPTIPICK_API_KEY (HTTP {status}): check the key under "
+            "Settings → API Keys in the OptiPick web app"
+        )
+    if status in (404, 422):
+        return ResultNotFound(f"GET {path} answered {status}: no result for this request id (yet)")
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return RateLimited(f"GET {path} answered 429: rate limited", retry_after)
+    if 300 <= status < 400:
+        return ApiUnavailable(
+            f"GET {path} answered a redirect ({status}), which is not followed so the API key stays "
+            "with OPTIPICK_API_URL: check that setting"
+        )
+    return ApiUnavailable(f"GET {path} answered {status}")
+
+
+# The deadline ---------------------------------------------------------------------------------------
+#
+# A socket timeout bounds each wait for the network, not their sum: an answer that trickles in a byte
+# at a time never trips it. So a watchdog thread shuts down the socket of every call still running at
+# its deadline, which wakes the read blocked on it at once, whether it waits for the headers or the
+# body. The connections tell it which socket is whose: each one joins the call of the thread that sends
+# a request on it. (A SOCKS proxy's connections are not watched; such a call is refused as over its
+# deadline once its reads end, each bounded by the read timeout.)
+
+_running = threading.local()  # .call: the _Call this thread is making, which its connection joins
+_owners = threading.Lock()  # guards which call a connection belongs to, and cutting it
+
+
+class _Call:
+    """One API call and its deadline (a time.monotonic() value): the connection it uses, and whether
+    the deadline cut it off."""
+
+    __slots__ = ("connection", "deadline", "expired", "finished")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.connection: _WatchedConnection | None = None
+        self.expired = False
+        self.finished = False
+
+
+class _Watchdog:
+    """Cuts off the calls still running at their deadline, from one thread that sleeps until the next.
+
+    Every call of a client gets the same budget, so calls come due in the order they start: a queue is
+    the whole schedule. The thread starts with the first call and ends with close().
+    """
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._due: deque[_Call] = deque()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def watch(self, call: _Call) -> None:
+        with self._wake:
+            self._due.append(call)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="optipick-api-deadlines", daemon=True)
+                self._thread.start()
+            elif len(self._due) == 1:  # it sleeps without a deadline to wait for
+                self._wake.notify()
+
+    def forget(self, call: _Call) -> None:
+        """The call is over: its connection is no longer its to cut. (It leaves the queue when due.)"""
+        with _owners:
+            call.finished = True
+            call.connection = None
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        with self._wake:
+            while not self._closed:
+                now = time.monotonic()
+                while self._due and (self._due[0].finished or self._due[0].deadline <= now):
+                    _expire(self._due.popleft())
+                self._wake.wait(self._due[0].deadline - now if self._due else None)
+
+
+def _expire(call: _Call) -> None:
+    with _owners:
+        if call.finished:
+            return
+        call.expired = True
+        connection = call.connection
+        if connection is not None and connection.call is call:
+            connection.cut()
+
+
+class _WatchedConnection(HTTPConnection):
+    """A connection the watchdog can cut: it belongs to the call of the thread sending on it."""
+
+    call: _Call | None = None
+    was_cut = False
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        call = getattr(_running, "call", None)
+        with _owners:
+            if self.was_cut:  # an earlier call's deadline shut its socket: start afresh
+                self.was_cut = False
+                self.close()
+            self.call = call
+            if call is not None:
+                call.connection = self
+        super().request(*args, **kwargs)
+
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 declares it
+        with _owners:
+            if self.call is not None and self.call.expired:  # the deadline passed while it connected
+                self.cut()
+        return super().getresponse()
+
+    def cut(self) -> None:
+        """Shut the socket down, so a read blocked on it returns at once. Called holding _owners."""
+        self.was_cut = True
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                # The plain socket's shutdown, also under TLS: SSLSocket's own would drop its TLS state
+                # while another thread is reading with it.
+                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+
+class _WatchedTLSConnection(_WatchedConnection, HTTPSConnection):
+    pass
+
+
+class _WatchedPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _WatchedTLSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedTLSConnection
+
+
+_WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _WatchedPool, "https": _WatchedTLSPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, whose connections (through an HTTP proxy too) the watchdog can cut."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, ProxyManager):
+            manager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+        return manager
 
 
 def _checked(request_id: str) -> str:

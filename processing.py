@@ -4,6 +4,7 @@ Runs in a Huey worker, never on the request path. Nothing here takes the worker 
 failure, the API's or a handler's or a bug's, ends in a recorded status (`done`, `retrying`,
 `dead` or `duplicate`) with the error kept in `last_error`. The reconciler (`reconcile`) puts
 back into the queue whatever the inbox says is due, because the queue itself can lose work.
+An error can quote the API or an exception, so it is stored and logged printable (printable.py).
 """
 
 import logging
@@ -15,16 +16,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import defaults
 from clock import Clock, utcnow
-from errors import AuthenticationError, HandlerError, OptiPickError, RateLimited, ResultNotFound
+from errors import AuthenticationError, HandlerError, OptiPickError, RateLimited, ResultNotFound, UnreadableResult
 from event_types import Event, EventType
 from handlers.registry import Registry
 from inbox import Claim, ClaimLost, HeldBy, Inbox, Status
 from optipick_client import OptiPickClient
+from printable import printable
 from results import Result
 from summaries import summary
 from work_queue import Enqueue
 
 log = logging.getLogger(__name__)
+
+ERROR_LIMIT = 2000  # characters of an error kept in last_error and logged
+QUOTED_LIMIT = 500  # characters of a text from outside (the API's error, an exception's) within an error
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class RetryPolicy:
     max_attempts: int = defaults.MAX_ATTEMPTS
     delays: tuple[int, ...] = defaults.RETRY_DELAYS
     not_found_max_attempts: int = defaults.NOT_FOUND_MAX_ATTEMPTS
+    unreadable_max_attempts: int = defaults.UNREADABLE_MAX_ATTEMPTS
 
     def delay_after(self, attempt: int) -> int:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
@@ -114,16 +120,18 @@ class Processor:
         except AuthenticationError as exc:
             return self._finish(claim, Status.DEAD, str(exc), now)
         except ResultNotFound as exc:
-            if attempts >= self.policy.not_found_max_attempts:
-                return self._finish(claim, Status.DEAD, f"{exc}; gave up after {attempts} attempts", now)
-            return self._retry(claim, str(exc), now)
+            return self._retry(claim, str(exc), now, give_up_after=self.policy.not_found_max_attempts)
+        except UnreadableResult as exc:
+            return self._retry(claim, str(exc), now, give_up_after=self.policy.unreadable_max_attempts)
         except RateLimited as exc:
             return self._retry(claim, str(exc), now, at_least=exc.retry_after or 0)
         except (OptiPickError, HandlerError) as exc:
             return self._retry(claim, str(exc), now)
         except Exception as exc:  # a bug, here or in a library: keep the worker alive and the event safe
             log.exception("unexpected error while processing %s", claim.event.message_id)
-            return self._retry(claim, f"unexpected error: {type(exc).__name__}: {exc}", now)
+            return self._retry(
+                claim, f"unexpected error: {type(exc).__name__}: {printable(exc, limit=QUOTED_LIMIT)}", now
+            )
 
     def _fetch_and_handle(self, claim: Claim, now: datetime | None) -> Status | None:
         """Learn the type, reserve the optimization, fetch the result, run the handlers, record it done."""
@@ -165,7 +173,9 @@ class Processor:
         return self.inbox.renew(claim, self.lease_seconds, now)
 
     def _done(self, claim: Claim, event: Event, result: Result, handled: int, now: datetime | None) -> Status | None:
-        outcome = f"optimization failed: {result.error}" if result.error is not None else None
+        outcome = (
+            f"optimization failed: {printable(result.error, limit=QUOTED_LIMIT)}" if result.error is not None else None
+        )
         status = self._finish(claim, Status.DONE, outcome, now, summary=summary(event, result))
         if status is Status.DONE:
             log.info("%s: done (%s %s, %d handler(s))", event.message_id, event.type, event.request_id, handled)
@@ -174,6 +184,7 @@ class Processor:
     def _finish(
         self, claim: Claim, status: Status, error: str | None, now: datetime | None, summary: str | None = None
     ) -> Status | None:
+        error = printable(error, limit=ERROR_LIMIT) if error is not None else None
         if not self.inbox.finish(claim, status, error, now, summary=summary):
             log.warning("%s: lost its claim before it could be marked %s", claim.event.message_id, status)
             return None
@@ -183,10 +194,15 @@ class Processor:
             log.info("%s: duplicate: %s", claim.event.message_id, error)
         return status
 
-    def _retry(self, claim: Claim, error: str, now: datetime | None, at_least: float = 0) -> Status | None:
+    def _retry(
+        self, claim: Claim, error: str, now: datetime | None, at_least: float = 0, give_up_after: int | None = None
+    ) -> Status | None:
+        """Schedule the next attempt, no sooner than `at_least` seconds; or, after `give_up_after` attempts
+        (a failure's own budget) or max_attempts, whichever is fewer, mark the event dead."""
         attempts = claim.event.attempts
-        if attempts >= self.policy.max_attempts:
+        if attempts >= min(self.policy.max_attempts, give_up_after or self.policy.max_attempts):
             return self._finish(claim, Status.DEAD, f"{error}; gave up after {attempts} attempts", now)
+        error = printable(error, limit=ERROR_LIMIT)
         # The API's Retry-After counts, but no more than the longest backoff: an absurd value must
         # neither overflow the clock nor park an acknowledged event for years.
         delay = max(float(self.policy.delay_after(attempts)), min(at_least, float(max(self.policy.delays))))

@@ -1,10 +1,16 @@
-"""What the command line prints about stored events and checks: tables, JSON and one event in full."""
+"""What the command line prints about stored events and checks: tables, JSON and one event in full.
+
+Much of what is stored came from outside (the payload and its headers, the API's texts in the errors
+and the summary), so the table and `show` print every value printable: a stored value cannot drive
+the terminal that shows it. The JSON output escapes such characters itself.
+"""
 
 import json
 from collections.abc import Sequence
 from datetime import datetime
 
 from inbox import HistoryEntry, StoredEvent
+from printable import printable
 
 TABLE_COLUMNS = ("received_at", "message_id", "status", "attempts", "type", "request_id", "last_error")
 
@@ -35,7 +41,7 @@ def events_table(events: Sequence[StoredEvent]) -> list[str]:
 
 
 def event_one_line(event: StoredEvent) -> str:
-    return (
+    return _shown(
         f"{event.message_id}  {event.status}  {event.event_type or 'type unknown'}  request {event.request_id or '-'}"
     )
 
@@ -65,8 +71,10 @@ def event_in_full(event: StoredEvent, history: Sequence[HistoryEntry]) -> list[s
     lines.append("headers")
     lines.extend(f"  {name}: {value}" for name, value in sorted(event.headers.items()))
     lines.append("payload")
-    lines.extend("  " + line for line in _payload(event.body).splitlines())
-    return lines
+    # Split on the indented JSON's own newlines only (splitlines would also split on the line
+    # separators inside its strings, which printable shows as escapes).
+    lines.extend("  " + line for line in _payload(event.body).split("\n"))
+    return [_shown(line) for line in lines]
 
 
 def _payload(body: bytes) -> str:
@@ -81,4 +89,9 @@ def _time(value: datetime | None) -> str | None:
 
 
 def _cell(value: object) -> str:
-    return "-" if value is None else str(value)
+    return "-" if value is None else _shown(value)
+
+
+def _shown(value: object) -> str:
+    """A value as a line of output shows it: printable, and whole."""
+    return printable(value, limit=None)

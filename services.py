@@ -27,7 +27,10 @@ class Services:
         inbox = Inbox.open(settings.database_url, clock)
         queue = WorkQueue(create_huey(settings.queue_url))
         client = OptiPickClient(
-            settings.optipick_api_url, settings.optipick_api_key, connections=settings.worker_threads
+            settings.optipick_api_url,
+            settings.optipick_api_key,
+            max_result_bytes=settings.max_result_bytes,
+            connections=settings.worker_threads,
         )
         registry = build_registry(settings)
         processor = Processor(

@@ -8,7 +8,6 @@ A 2xx is sent only once the delivery is committed to the inbox, or was already t
 
 import logging
 import time
-from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,6 +19,7 @@ from config import configure_logging, load_settings
 from event_types import EventType
 from inbox import Status
 from intake import MESSAGE_ID_PATTERN, message_id_of, read_delivery
+from printable import printable
 from services import Services
 from signatures import InvalidSignature, SignatureVerifier
 
@@ -28,6 +28,10 @@ log = logging.getLogger("webhook")
 # Tells hosted Svix to stop retrying a message that can never succeed. ("disable" would switch the
 # whole endpoint off, and is never sent.)
 ABORT_HEADERS = {"webhook-delivery": "abort-message"}
+# Characters of a sender's values a log line shows (the rest is cut): a method, a path, a message id.
+METHOD_LIMIT = 20
+PATH_LIMIT = 100
+MESSAGE_ID_LIMIT = 80
 
 
 def create_app(services: Services | None = None) -> Flask:
@@ -87,13 +91,19 @@ def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Re
         verifier.verify(body, request.headers)
     except InvalidSignature as exc:
         log.warning(
-            "rejected delivery %s from %s: %s", _loggable(message_id_of(request.headers)), request.remote_addr, exc
+            "rejected delivery '%s' from %s: %s",
+            printable(message_id_of(request.headers), limit=MESSAGE_ID_LIMIT),
+            printable(request.remote_addr),
+            printable(exc),
         )
         return error(401, "invalid signature")
 
     message_id = message_id_of(request.headers)
     if not MESSAGE_ID_PATTERN.fullmatch(message_id):
-        log.warning("rejected signed delivery %s: the message id is not a usable key", _loggable(message_id))
+        log.warning(
+            "rejected signed delivery '%s': the message id is not a usable key",
+            printable(message_id, limit=MESSAGE_ID_LIMIT),
+        )
         return error(400, "unusable message id", headers=ABORT_HEADERS)
 
     delivery = read_delivery(message_id, body, request.headers, path_event_type, services.settings.default_event_type)
@@ -143,13 +153,13 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> t
 
 def refused(status: int, message: str) -> tuple[Response, int, dict[str, str]]:
     """A request turned away before its signature was looked at, with the log line that says so."""
-    log.info("refused %s %s: %d %s", request.method, request.path[:100], status, message)
+    log.info("refused %s %s: %d %s", *_method_and_path(), status, message)
     return error(status, message)
 
 
 def http_error(exc: HTTPException) -> WerkzeugResponse:
     """Flask's own errors (404, 405, 413) as short JSON, keeping their headers (Allow on a 405)."""
-    log.info("refused %s %s: %d %s", request.method, request.path[:100], exc.code, (exc.name or "").lower())
+    log.info("refused %s %s: %d %s", *_method_and_path(), exc.code, (exc.name or "").lower())
     response = exc.get_response()
     response.set_data(jsonify(error=(exc.name or "error").lower()).get_data())
     response.content_type = "application/json"
@@ -157,10 +167,10 @@ def http_error(exc: HTTPException) -> WerkzeugResponse:
 
 
 def unexpected_error(exc: Exception) -> tuple[Response, int]:
-    log.exception("unexpected error on %s %s", request.method, request.path)
+    log.exception("unexpected error on %s %s", *_method_and_path())
     return jsonify(error="internal error"), 500
 
 
-def _loggable(value: Any) -> str:
-    """An attacker-controlled value, cut short and quoted, for a log line."""
-    return repr(str(value)[:80])
+def _method_and_path() -> tuple[str, str]:
+    """The request's method and path as a log line can show them: anyone can send any, unsigned."""
+    return printable(request.method, limit=METHOD_LIMIT), printable(request.path, limit=PATH_LIMIT)

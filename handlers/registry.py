@@ -21,6 +21,7 @@ from typing import Protocol, overload
 
 from errors import HandlerError
 from event_types import Event, Kind
+from printable import printable
 from results import Result
 
 log = logging.getLogger(__name__)
@@ -93,17 +94,24 @@ class Registry:
     def dispatch(self, event: Event, result: Result) -> int:
         """Run every matching handler, in the order they subscribed, and return how many ran.
 
-        A handler that raises is logged with its event and does not stop the others; afterwards
-        HandlerError names every handler that failed, so the event is retried.
+        A handler that raises is logged with its event and what it raised (printable: its text may quote
+        the result) and does not stop the others; afterwards HandlerError names every handler that
+        failed, so the event is retried.
         """
         failed = []
         handlers = self.handlers_for(event)
         for handler in handlers:
             try:
                 handler(event, result)
-            except Exception:
+            except Exception as exc:
                 name = handler_name(handler)
-                log.exception("handler %s failed on %s (request %s)", name, event.message_id, event.request_id)
+                log.exception(
+                    "handler %s failed on %s (request %s): %s",
+                    name,
+                    event.message_id,
+                    event.request_id,
+                    printable(f"{type(exc).__name__}: {exc}"),
+                )
                 failed.append(name)
         if failed:
             raise HandlerError(f"handler{'s' if len(failed) > 1 else ''} failed: {', '.join(failed)}")

@@ -122,7 +122,7 @@ def test_resolve_unknown_payload_type_is_ignored_and_cut_short():
     """An unknown payload type marks the delivery ignored, with its name kept to MAX_TYPE_LENGTH characters."""
     resolution = resolve({"type": "x" * 1000}, ROUTE, None)
     assert resolution.ignored
-    assert resolution.name == "x" * MAX_TYPE_LENGTH
+    assert resolution.name == "x" * (MAX_TYPE_LENGTH - 1) + "…"
     assert resolution.event_type is None
 
 

@@ -678,7 +678,7 @@ def test_unknown_type_with_control_characters_is_stored_printable(sender, servic
     assert response.status_code == 200
     [event] = services.inbox.latest()
     assert event.status is Status.IGNORED
-    assert event.event_type == "route.optimized.?w.u1?x"
+    assert event.event_type == "route.optimized.\\x00w.u1\\nx"
 
 
 def test_empty_svix_id_beside_a_webhook_id_is_refused(client, services, secret):
