@@ -105,11 +105,17 @@ def _waitress_serve(
     return [(bench.processes.start(name, args, settings), signal.SIGTERM)]
 
 
+def _main_web(bench: Bench, name: str, port: int, settings: dict[str, str], data: Path) -> list[tuple[Started, int]]:
+    env = {**settings, "HOST": HOST, "PORT": str(port)}
+    return [(bench.processes.start(name, ["main.py", "web"], env), signal.SIGTERM)]
+
+
 CANDIDATES = (
     Candidate("gthread", "gunicorn gthread, 2 workers × 4 threads (the bench's layout)", _gthread),
     Candidate("gthread+nginx", "the same behind nginx, which buffers each request", _gthread_nginx, "nginx"),
     Candidate("granian", "granian WSGI, 2 workers × 4 blocking threads", _granian, module="granian"),
     Candidate("waitress-serve", "waitress's own waitress-serve, 8 threads, 2,000 connections", _waitress_serve),
+    Candidate("main.py web", "`python main.py web`: waitress as http_server.py sets it up, 8 threads", _main_web),
 )
 
 
