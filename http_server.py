@@ -26,7 +26,7 @@ import time
 from typing import TYPE_CHECKING
 
 from waitress.adjustments import Adjustments
-from waitress.channel import HTTPChannel
+from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
@@ -117,8 +117,11 @@ class Server(TcpWSGIServer):  # type: ignore[misc]  # waitress is untyped
                 continue
             if request.started < cutoff:
                 channel.request = None
-                channel.write_soon(json_error(408, "Request Timeout"))
-                channel.close_when_flushed = True
+                try:
+                    channel.write_soon(json_error(408, "Request Timeout"))
+                    channel.close_when_flushed = True
+                except ClientDisconnected:  # gone meanwhile
+                    channel.will_close = True
 
 
 class WebServer:
