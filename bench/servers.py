@@ -13,7 +13,8 @@ In each round, one after the other:
 3. held: `idle` connections that send nothing and `slow` ones that send one byte every 2 s (half of
    them still in their headers, half in a body) are held open, each opened again whenever the server
    closes it, and meanwhile one signed delivery at a time, each on a new connection, for
-   `probe_seconds`: how many are acknowledged (200) within 1 s;
+   `probe_seconds`: how many are acknowledged (200) within 1 s; then each kind alone (`idle` silent,
+   `slow` in their headers, `slow` in a body) with a few probes, to show which kind stops a server;
 4. stop: the inbox's writers' lock is held so that `stop_deliveries` deliveries are in flight (inside
    the service, waiting for their commit), the server gets its stop signal, and the lock is released a
    second later: how many of those deliveries were answered 200, the exit status, and the seconds from
@@ -51,6 +52,7 @@ ACK_WITHIN = 1.0  # seconds: a probe answered 200 within this was acknowledged i
 PROBE_TIMEOUT = 2.0  # seconds a probe waits for its answer
 SLOW_INTERVAL = 2.0  # seconds between the bytes of a slow connection
 SETTLE = 1.0  # seconds after the held connections are open before the probes start
+KIND_PROBES = 3  # probes with each kind of held connection alone
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,7 @@ def run_candidate(bench: Bench, sizes: ServerSizes, candidate: Candidate, round_
             figures["load"] = result
             figures["server_cpu_ms_per_request"] = cpu / answered * 1000 if answered else None
             figures["held"] = held(bench, port, sizes, load_ids)
+            figures["held_by_kind"] = held_by_kind(bench, port, sizes, load_ids)
             figures["stop"] = stop(bench, web, port, settings["DATABASE_URL"], sizes.stop_deliveries, load_ids)
         finally:
             worker.stop(signal.SIGTERM)
@@ -260,8 +263,8 @@ def raw_request(port: int, tail: bytes, timeout: float = 3.0) -> dict[str, Any]:
 
 
 class Holder:
-    """`idle` connections that send nothing and `slow` ones that send one byte every SLOW_INTERVAL (the
-    first half still in their headers, the rest in a body they announced), each opened again whenever
+    """`idle` connections that send nothing, and `headers` and `bodies` ones that send one byte every
+    SLOW_INTERVAL, still in their headers or in a body they announced; each is opened again whenever
     the server closes it, until `close()`. One thread, one selector."""
 
     SLOW_HEADER = b"POST /webhook/route HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
@@ -270,9 +273,9 @@ class Holder:
         b"Content-Length: 65536\r\n\r\n"
     )
 
-    def __init__(self, port: int, idle: int, slow: int) -> None:
+    def __init__(self, port: int, idle: int = 0, headers: int = 0, bodies: int = 0) -> None:
         self.port = port
-        self.kinds = ["idle"] * idle + ["header"] * (slow // 2) + ["body"] * (slow - slow // 2)
+        self.kinds = ["idle"] * idle + ["header"] * headers + ["body"] * bodies
         self.selector = selectors.DefaultSelector()
         self.sockets: dict[int, socket.socket | None] = {}
         self.next_send: dict[int, float] = {}
@@ -378,7 +381,7 @@ def probe(port: int, secret: str, request_id: str) -> tuple[int | None, float]:
 def held(bench: Bench, port: int, sizes: ServerSizes, ids: tuple[str, ...]) -> dict[str, Any]:
     """Probes while the held connections are open."""
     probes: list[tuple[int | None, float]] = []
-    with Holder(port, sizes.idle, sizes.slow) as holder:
+    with Holder(port, sizes.idle, sizes.slow // 2, sizes.slow - sizes.slow // 2) as holder:
         time.sleep(SETTLE)
         deadline = time.monotonic() + sizes.probe_seconds
         while time.monotonic() < deadline:
@@ -393,6 +396,22 @@ def held(bench: Bench, port: int, sizes: ServerSizes, ids: tuple[str, ...]) -> d
             "failed_opens": holder.failed_opens,
         }
     return {"probes": probes, **figures}
+
+
+# Each kind of held connection alone: (idle, headers, bodies) as a share of the sizes.
+KINDS = {"idle": (1, 0, 0), "headers": (0, 1, 0), "bodies": (0, 0, 1)}
+
+
+def held_by_kind(bench: Bench, port: int, sizes: ServerSizes, ids: tuple[str, ...]) -> dict[str, int]:
+    """KIND_PROBES probes with each kind of held connection alone (`idle` silent ones, or `slow` slow ones):
+    how many were acknowledged within ACK_WITHIN, per kind. It shows which kind stops a server."""
+    in_time = {}
+    for kind, (idle, headers, bodies) in KINDS.items():
+        with Holder(port, idle * sizes.idle, headers * sizes.slow, bodies * sizes.slow):
+            time.sleep(SETTLE)
+            probes = [probe(port, bench.secret, ids[i % len(ids)]) for i in range(KIND_PROBES)]
+        in_time[kind] = sum(1 for status, seconds in probes if status == 200 and seconds <= ACK_WITHIN)
+    return in_time
 
 
 # Stopping ----------------------------------------------------------------------------------------------
@@ -486,6 +505,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "p50_ms": round(loadgen.percentile(answered, 50) * 1000, 1) if answered else None,
             "max_ms": round(answered[-1] * 1000, 1) if answered else None,
             "rounds": [{k: v for k, v in r["held"].items() if k != "probes"} for r in runs],
+            "by_kind": {kind: sum(r["held_by_kind"][kind] for r in runs) for kind in KINDS},
+            "by_kind_probes": KIND_PROBES * len(runs),
         },
         "stop": [r["stop"] for r in runs],
         "framing": runs[-1]["framing"],
