@@ -73,6 +73,12 @@ def raw(port: int, request: bytes, timeout: float = 5) -> tuple[int, dict[str, s
     return int(status_line.split()[1]), headers, body
 
 
+def signed_lines(secret: str, body: bytes | str, msg_id: str | None = None) -> str:
+    """The signature headers of `body` as header lines (request_head gives the content type)."""
+    headers = signed_headers(secret, body, msg_id)
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items() if name != "content-type")
+
+
 def request_head(extra: str) -> bytes:
     return f"POST /webhook/route HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n{extra}".encode()
 
@@ -195,7 +201,7 @@ def test_ambiguous_framing_is_refused_with_json_by_the_production_command(launch
     answered 400 with a JSON body, and nothing is stored."""
     start(launch, "main.py web + main.py worker", environ, port)
     body = json.dumps({"request_id": ROUTE_ID})
-    signed = "".join(f"{name}: {value}\r\n" for name, value in signed_headers(secret, body).items())
+    signed = signed_lines(secret, body)
     length = f"Content-Length: {len(body)}\r\n"
     both = raw(port, request_head(f"{signed}{length}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
     two = raw(port, request_head(f"{signed}{length}Content-Length: 2\r\n\r\n{body}"))
@@ -327,3 +333,54 @@ def test_shutdown_answers_a_request_in_progress_and_refuses_new_connections(port
     assert answers == [200]
     assert not stopping.is_alive()
     assert not serving_thread.is_alive()
+
+
+# In this process, with the service's app -----------------------------------------------------------
+
+
+def chunked_delivery(secret: str, body: bytes, msg_id: str) -> bytes:
+    """A signed delivery sent with Transfer-Encoding: chunked and no Content-Length, in two chunks."""
+    signed = signed_lines(secret, body, msg_id)
+    half = len(body) // 2
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:]))
+    return request_head(f"{signed}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n") + chunks + b"0\r\n\r\n"
+
+
+def test_a_chunked_delivery_is_verified_and_stored_whole(app, services, secret, port):
+    """The server hands the app the whole dechunked body: the signature over it verifies and it is stored."""
+    msg_id = new_message_id()
+    body = json.dumps({"type": "route.optimized", "request_id": ROUTE_ID}).encode()
+    with serving(port, app, services.settings.max_body_bytes):
+        status, _, answer = raw(port, chunked_delivery(secret, body, msg_id))
+    assert (status, json.loads(answer)) == (200, {"status": "received"})
+    assert services.inbox.by_message_id(msg_id).body == body
+
+
+def test_a_chunked_body_over_the_limit_is_refused_413(app, services, secret, port):
+    body = b'{"request_id": "' + b"a" * services.settings.max_body_bytes + b'"}'
+    with serving(port, app, services.settings.max_body_bytes):
+        status, headers, answer = raw(port, chunked_delivery(secret, body, new_message_id()))
+    assert (status, headers["content-type"], json.loads(answer)) == (
+        413,
+        "application/json",
+        {"error": "payload too large"},
+    )
+    assert services.inbox.latest(None, 10) == []
+
+
+def test_concurrent_deliveries_are_each_acknowledged_and_stored(app, services, secret, port):
+    """16 deliveries at once over the request threads (which share commits): each answered 200 and stored."""
+    msg_ids = [new_message_id() for _ in range(16)]
+    with serving(port, app, services.settings.max_body_bytes):
+        answers: list[int | None] = [None] * len(msg_ids)
+
+        def send(index: int) -> None:
+            answers[index] = deliver(port, secret, msg_ids[index])[0]
+
+        senders = [threading.Thread(target=send, args=(i,)) for i in range(len(msg_ids))]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(timeout=20)
+    assert answers == [200] * len(msg_ids)
+    assert all(services.inbox.by_message_id(msg_id) is not None for msg_id in msg_ids)
