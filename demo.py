@@ -17,9 +17,9 @@ from pathlib import Path
 
 import click
 import requests
-from werkzeug.serving import make_server
 
 from config import configure_logging, load_settings
+from http_server import WebServer
 from inbox import FINAL_STATUSES, Status
 from optipick_standin import StandInApi, example_result
 from services import Services
@@ -85,7 +85,7 @@ def run_demo() -> bool:
             env_file=None,
         )
         services = Services.build(settings)
-        server = make_server("127.0.0.1", 0, create_app(services=services), threaded=True)
+        server = WebServer(create_app(services=services), "127.0.0.1", 0, settings.max_body_bytes)  # the real server
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
         consumer = services.queue.consumer(workers=2, shutdown_timeout=5)
         consumer.start()

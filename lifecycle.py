@@ -13,8 +13,7 @@ import threading
 import time
 from types import FrameType
 
-from werkzeug.serving import BaseWSGIServer
-
+from http_server import WebServer
 from services import Services
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ class StopSignals:
         return self._event.wait(seconds)
 
 
-def run_until_stopped(services: Services, stop: StopSignals, server: BaseWSGIServer | None = None) -> None:
+def run_until_stopped(services: Services, stop: StopSignals, server: WebServer | None = None) -> None:
     """Run a Huey consumer (and `server`, if given, in a thread) until SIGINT or SIGTERM."""
     settings = services.settings
     if stop.received():  # stopped while starting up
@@ -59,11 +58,7 @@ def run_until_stopped(services: Services, stop: StopSignals, server: BaseWSGISer
     consumer = services.queue.consumer(workers=settings.worker_threads, shutdown_timeout=settings.shutdown_grace)
     consumer.start()
     stop.install()  # again: consumer.start() installs Huey's own, which treat SIGTERM as "stop now"
-    http = None
-    if server is not None:
-        http = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-        http.start()
-        log.info("listening on http://%s:%d/webhook", server.host, server.port)
+    http = _serve_in_thread(server) if server is not None else None
 
     next_health_check = time.monotonic() + HEALTH_CHECK_SECONDS
     while not stop.wait(WAKE_SECONDS):
@@ -78,3 +73,22 @@ def run_until_stopped(services: Services, stop: StopSignals, server: BaseWSGISer
     consumer.stop(graceful=True)
     services.processor.release_active()
     log.info("stopped")
+
+
+def serve_until_stopped(stop: StopSignals, server: WebServer) -> None:
+    """Serve until SIGINT or SIGTERM, then stop gracefully (the web side alone, beside `main.py worker`)."""
+    if stop.received():  # stopped while starting up
+        return
+    http = _serve_in_thread(server)
+    while not stop.wait(WAKE_SECONDS):
+        pass
+    server.shutdown()  # no new deliveries; those already received are answered
+    http.join()
+    log.info("stopped")
+
+
+def _serve_in_thread(server: WebServer) -> threading.Thread:
+    http = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    http.start()
+    log.info("listening on http://%s:%d/webhook", server.host, server.port)
+    return http

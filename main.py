@@ -1,7 +1,8 @@
 """Command line. `python main.py` runs the receiver and an embedded worker in one process.
 
 python main.py                    web server on HOST:PORT plus a worker: the one command to start
-python main.py worker             a worker alone, beside a WSGI server such as gunicorn
+python main.py web                the web side alone (production, beside `python main.py worker`)
+python main.py worker             a worker alone, beside `python main.py web`
 python main.py events             stored events, newest first
 python main.py show MSG_ID        one event in full, with its history
 python main.py replay MSG_ID…     process stored events again
@@ -20,7 +21,6 @@ from contextlib import contextmanager
 import click
 import requests
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.serving import make_server
 
 import defaults
 import operations
@@ -28,8 +28,9 @@ import reports
 from checks import run_checks
 from config import Settings, configure_logging, load_settings
 from errors import ConfigError
+from http_server import create_server
 from inbox import RECOVERABLE_STATUSES, Status, StoredEvent
-from lifecycle import StopSignals, run_until_stopped
+from lifecycle import StopSignals, run_until_stopped, serve_until_stopped
 from services import Services
 from signatures import new_message_id, signed_headers
 from webapp import create_app
@@ -78,14 +79,22 @@ def serve() -> None:
     """Serve POST /webhook and process deliveries in the same process."""
     stop = StopSignals()
     with open_services() as services:
-        settings = services.settings
-        server = make_server(settings.host, settings.port, create_app(services=services), threaded=True)
+        server = create_server(create_app(services=services), services.settings)
         run_until_stopped(services, stop, server)
 
 
 @cli.command()
+def web() -> None:
+    """Serve POST /webhook only, on HOST:PORT (production: beside `python main.py worker`)."""
+    stop = StopSignals()
+    with open_services() as services:
+        server = create_server(create_app(services=services), services.settings)
+        serve_until_stopped(stop, server)
+
+
+@cli.command()
 def worker() -> None:
-    """Process deliveries only (run the web side under gunicorn)."""
+    """Process deliveries only (beside `python main.py web`)."""
     stop = StopSignals()
     with open_services() as services:
         run_until_stopped(services, stop)

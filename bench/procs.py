@@ -1,4 +1,4 @@
-"""The processes the bench starts (gunicorn, `python main.py`, `python main.py worker`), and their end.
+"""The processes the bench starts (gunicorn, `python main.py`, `python main.py worker`, nginx), and their end.
 
 Each one is started in a session of its own, so that stopping it reaches exactly its process group
 (a gunicorn master and the workers it forked) and nothing else; `Processes` ends every one of them
@@ -48,12 +48,14 @@ def process_env(settings: Mapping[str, str]) -> dict[str, str]:
 class Started:
     """One started process, its output in a log file."""
 
-    def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: Mapping[str, str], log_path: Path, program: str = sys.executable
+    ) -> None:
         self.name = name
         self.log_path = log_path
         with open(log_path, "ab") as log:
-            self.popen = subprocess.Popen(  # noqa: S603 -- this project's own programs, with sys.executable
-                [sys.executable, *args],
+            self.popen = subprocess.Popen(  # noqa: S603 -- this project's programs with sys.executable, or nginx
+                [program, *args],
                 cwd=PROJECT_DIR,
                 env=dict(env),
                 stdout=log,
@@ -122,9 +124,10 @@ class Processes:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start(self, name: str, args: list[str], settings: Mapping[str, str]) -> Started:
+    def start(self, name: str, args: list[str], settings: Mapping[str, str], program: str = sys.executable) -> Started:
+        """Start `program` (this Python by default) with `args`, its output in a log file of the run's."""
         log_path = self.log_dir / f"{len(self.started) + 1:02d}-{name}.log"
-        process = Started(name, args, process_env(settings), log_path)
+        process = Started(name, args, process_env(settings), log_path, program)
         self.started.append(process)
         return process
 

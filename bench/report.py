@@ -244,6 +244,8 @@ def to_markdown(doc: dict[str, Any], readme: str = "../README.md") -> str:
         lines += _growth_table(results["growth"])
     if "memory" in results:
         lines += _memory(results["memory"])
+    if "servers" in results:
+        lines += _servers(results["servers"])
     return "\n".join(lines) + "\n"
 
 
@@ -369,3 +371,63 @@ def _memory(memory: dict[str, Any]) -> list[str]:
             f"{memory['peak_rss_mb']} MB | {memory['seconds']}"
         ],
     )
+
+
+def _servers(servers: dict[str, Any]) -> list[str]:
+    sizes, candidates = servers["sizes"], servers["candidates"]
+    base = candidates.get("gthread", {}).get("throughput", {}).get("requests_per_s")
+    load_rows, stop_rows = [], []
+    for f in candidates.values():
+        t, h = f["throughput"], f["held"]
+        versus = f"{t['requests_per_s'] / base:.2f} ×" if base else "–"
+        reopened = sum(r["reopened"] for r in h["rounds"])
+        by_kind = ", ".join(str(h["by_kind"][kind]) for kind in ("idle", "headers", "bodies"))
+        load_rows.append(
+            f"{f['label']} | {t['requests_per_s']:.0f} | {versus} | {t['p50_ms']:.1f} | {t['p99_ms']:.1f} | "
+            f"{t['non_2xx'] + t['errors']} | {t['server_cpu_ms_per_request']} | "
+            f"**{h['acknowledged_in_time']} of {h['probes']}** | {_ms(h['p50_ms'])} | {_ms(h['max_ms'])} | "
+            f"{reopened} | {by_kind} of {h['by_kind_probes']}"
+        )
+        stops = f["stop"]
+        framing = f["framing"]
+        stop_rows.append(
+            f"{f['label']} | "
+            + " | ".join(_framed(framing[k]) for k in ("te_and_cl", "two_lengths", "big_header"))
+            + f" | {sum(s['answered_200'] for s in stops)} of {sum(s['in_flight'] for s in stops)} | "
+            f"{', '.join(str(s['exit_codes']) for s in stops)} | {', '.join(str(s['exit_seconds']) for s in stops)}"
+        )
+    held = f"{sizes['idle']} idle and {sizes['slow']} slow connections held"
+    lines = [
+        *_section(
+            "Servers: the service under each candidate, and with slow clients",
+            f"server | requests/s | vs gthread | p50 ms | p99 ms | non-2xx + errors | server CPU ms/request | "
+            f"{held}: acknowledged within {sizes['ack_within_s']:.0f} s | probe p50 ms | probe max ms | reopened | "
+            "each kind alone (idle, slow headers, slow bodies): within 1 s",
+            load_rows,
+        ),
+        *_section(
+            "Servers: framing answers and a graceful stop",
+            "server | TE + CL | two lengths | 100 KB header | in flight at the stop: answered 200 | exit status | "
+            "seconds from the signal to the exit",
+            stop_rows,
+        ),
+    ]
+    for name, why in servers.get("skipped", {}).items():
+        lines += ["", f"{name}: skipped, {why}."]
+    return lines
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _framed(answer: dict[str, Any]) -> str:
+    """A framing answer in a few words: its status and whether the body was JSON; 401 is the service's."""
+    status = answer["status"]
+    if status is None:
+        return "closed, no answer"
+    if status == 401:
+        return "let through (the service's 401)"
+    content_type = answer["content_type"] or "empty"
+    kind = "JSON" if content_type.startswith("application/json") else content_type
+    return f"{status}, {kind.split(';')[0]}"

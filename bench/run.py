@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import acks, e2e, growth, memory, report, request_path
+from bench import acks, e2e, growth, memory, report, request_path, servers
 from bench.common import FULL, SMOKE, Bench, Server
 from bench.plot import latency_plot
 from bench.procs import Processes
@@ -35,6 +35,7 @@ PARTS: dict[str, Callable[[Bench, argparse.Namespace], dict[str, Any]]] = {
     "end_to_end": lambda bench, args: e2e.run(bench, args.e2e_api_ms / 1000),
     "growth": lambda bench, args: growth.run(bench),
     "memory": lambda bench, args: memory.run(bench),
+    "servers": lambda bench, args: servers.run(bench),
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
