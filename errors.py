@@ -2,6 +2,8 @@
 
     ServiceError
     ├── ConfigError              a setting is missing or malformed; start-up stops
+    ├── InboxUnavailable         the inbox cannot store a delivery now (its turn to write did not come
+    │                            within the acknowledgement deadline); the delivery is answered 503
     └── OptiPickError            the OptiPick API did not give us a result
         ├── AuthenticationError  401/403: OPTIPICK_API_KEY is wrong; retrying cannot help
         ├── ResultNotFound       404/422: no result (yet) for this request id; retried a few times
@@ -20,6 +22,11 @@ class ServiceError(Exception):
 
 class ConfigError(ServiceError):
     """A setting is missing or malformed. The message names the variable and the fix."""
+
+
+class InboxUnavailable(ServiceError):
+    """The inbox cannot store a delivery now. Database errors stay SQLAlchemy's own; this is what the
+    service itself decides (a deadline passed)."""
 
 
 class OptiPickError(ServiceError):

@@ -1,23 +1,26 @@
 """The inbox's database: its engines, and what differs between SQLite and PostgreSQL, declared once.
 
 `open_database(url)` picks the backend from the URL. The store (store.py) asks its Database for the
-engines, the insert-or-ignore statement and a writer's turn, and never asks which dialect it runs on,
-the way Huey keeps each backend's differences in a small storage subclass.
+engines, the insert-or-ignore statement, a writer's turn and how to keep a transaction from waiting
+on locks past a deadline; it never asks which dialect it runs on, the way Huey keeps each backend's
+differences in a small storage subclass.
 """
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, Table, create_engine, event
+from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 import defaults
 from config import ensure_parent_folder
+from errors import InboxUnavailable
+from inbox.group_commit import no_turn
 from inbox.writers_lock import WritersLock
 
 # Looks at the tables before creating them is given up (see Database.create_tables).
@@ -36,9 +39,14 @@ class Database:
         """An INSERT that can be told `on_conflict_do_nothing` (each dialect has its own)."""
         raise NotImplementedError
 
-    def turn(self) -> AbstractContextManager[None]:
-        """What a write holds while it writes, among the service's other writers: nothing by default."""
-        return nullcontext()
+    def turn(self, deadline: float | None = None) -> AbstractContextManager[None]:
+        """What a write holds while it writes, among the service's other writers: nothing by default.
+        With a `deadline` (time.monotonic()), waiting for it past then raises InboxUnavailable."""
+        return no_turn(deadline)
+
+    def bound(self, connection: Connection, seconds: float) -> None:
+        """Keep the transaction open on `connection` from waiting on a lock for more than `seconds`."""
+        raise NotImplementedError
 
     def create_tables(self, metadata: MetaData) -> None:
         """Create whatever tables are missing, even with other processes doing the same at this moment.
@@ -81,8 +89,18 @@ class SqliteDatabase(Database):
     def insert(self, table: Table) -> Any:
         return sqlite.insert(table)
 
-    def turn(self) -> AbstractContextManager[None]:
-        return nullcontext() if self.writers is None else self.writers.turn()
+    def turn(self, deadline: float | None = None) -> AbstractContextManager[None]:
+        return no_turn(deadline) if self.writers is None else self.writers.turn(deadline)
+
+    def bound(self, connection: Connection, seconds: float) -> None:
+        """The busy timeout of the connection, in whole tenths of a second below `seconds`: a request
+        path's batches then ask for the same value again and again, and the PRAGMA is run only when it
+        changes (SQLite keeps it per connection, as `connection.info` remembers)."""
+        ms = int(seconds * 1000)
+        wanted = ms // 100 * 100 if ms >= 100 else max(1, ms)
+        if connection.info.get("busy_timeout_ms", defaults.SQLITE_BUSY_TIMEOUT_MS) != wanted:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={wanted}")
+            connection.info["busy_timeout_ms"] = wanted
 
     def close(self) -> None:
         if self.writers is not None:
@@ -100,6 +118,14 @@ class PostgresDatabase(Database):
     def insert(self, table: Table) -> Any:
         return postgresql.insert(table)
 
+    def bound(self, connection: Connection, seconds: float) -> None:
+        """SET LOCAL lock_timeout and statement_timeout (set_config(…, true) is SET LOCAL, and takes
+        both in one round trip): a lock held elsewhere fails the transaction instead of stalling it."""
+        connection.execute(_BOUND, {"ms": f"{max(1, int(seconds * 1000))}ms"})
+
+
+_BOUND = text("select set_config('lock_timeout', :ms, true), set_config('statement_timeout', :ms, true)")
+
 
 BACKENDS: dict[str, Callable[[str], Database]] = {"sqlite": SqliteDatabase, "postgresql": PostgresDatabase}
 
@@ -107,6 +133,16 @@ BACKENDS: dict[str, Callable[[str], Database]] = {"sqlite": SqliteDatabase, "pos
 def open_database(url: str) -> Database:
     """The Database for DATABASE_URL (config.parse_database_url has checked its backend)."""
     return BACKENDS[make_url(url).get_backend_name()](url)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A storage error in one line for a log: the class and the driver's first line, never the SQL or
+    its parameters (which hold deliveries); the service's own errors (InboxUnavailable) by their message."""
+    if isinstance(exc, InboxUnavailable):
+        return str(exc)
+    detail = getattr(exc, "orig", None) or exc
+    first = (str(detail).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def sqlite_engine(url: str, synchronous: str) -> Engine:

@@ -4,7 +4,8 @@ The queue (Huey) only carries inbox ids and may lose them (a consumer killed mid
 task), so every decision is taken here, with single-statement compare-and-set updates:
 
 - `add` inserts a delivery under a unique message id (the svix-id): a redelivery changes nothing.
-  Concurrent deliveries share a transaction and its one durable commit (group_commit.py).
+  Concurrent deliveries share a transaction and its one durable commit (group_commit.py), which
+  waits for the database no later than the delivery's deadline.
 - `claim` hands an event to one worker for a lease; `reserve`, `finish` and `retry_later` only act
   while that claim is still the worker's own (the claim token is the fence).
 - `due` lists what the reconciler must enqueue again: work never enqueued, retries that are due,
@@ -41,7 +42,11 @@ class Inbox(Claims):
         # from text) would be work done while the other writers wait for their turn.
         self._add = database.insert(events).on_conflict_do_nothing(index_elements=["msg_id"]).returning(events.c.id)
         self._adds: GroupCommit[dict[str, Any], tuple[int, StoredEvent | None]] = GroupCommit(
-            database.engine, self._add_one, turn=database.turn, order=lambda values: values["msg_id"]
+            database.engine,
+            self._add_one,
+            turn=database.turn,
+            order=lambda values: values["msg_id"],
+            bound=database.bound,
         )
 
     @classmethod
@@ -81,11 +86,13 @@ class Inbox(Claims):
 
     # Intake -----------------------------------------------------------------------------------
 
-    def add(self, delivery: NewDelivery, now: datetime | None = None) -> Added:
+    def add(self, delivery: NewDelivery, now: datetime | None = None, deadline: float | None = None) -> Added:
         """Store a delivery unless its message id is already stored (an atomic insert-or-ignore).
 
         Returns once the row is committed durably (with other deliveries that arrived meanwhile), with
-        the stored row either way, so a redelivery gets the answer the first delivery got.
+        the stored row either way, so a redelivery gets the answer the first delivery got. With a
+        `deadline` (time.monotonic()), raises rather than wait for the database past it: a
+        SQLAlchemyError or InboxUnavailable means not stored.
         """
         now = now or self.clock()
         values = {
@@ -104,7 +111,7 @@ class Inbox(Claims):
             # Until a worker claims it, the reconciler leaves a new event to the task enqueued with it.
             "next_attempt_at": now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS),
         }
-        event_id, stored = self._adds.submit(values)
+        event_id, stored = self._adds.submit(values, deadline)
         if stored is not None:
             return Added(stored, created=False)
         # Built here, after the commit, rather than in the writers' turn.
