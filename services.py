@@ -10,7 +10,7 @@ from handlers import Registry, build_registry
 from inbox import Inbox
 from optipick_client import OptiPickClient
 from processing import Processor, RetryPolicy
-from work_queue import WorkQueue, close_huey, create_huey
+from work_queue import WorkQueue, create_huey
 
 
 @dataclass
@@ -48,5 +48,5 @@ class Services:
 
     def close(self) -> None:
         self.client.close()
-        close_huey(self.queue.huey)
+        self.queue.close()
         self.inbox.close()

@@ -111,7 +111,7 @@ def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Re
     stored = added.event
     if added.created and stored.status is Status.RECEIVED:
         try:
-            services.queue.enqueue(stored.id)
+            services.queue.offer(stored.id)
         except Exception as exc:  # the row is committed; the reconciler will enqueue it
             log.warning("stored %s but could not enqueue it (%s); the reconciler will", message_id, type(exc).__name__)
 

@@ -3,20 +3,26 @@
 Huey deletes a task when a worker takes it, so a worker that dies loses its task; the inbox keeps
 the truth and the reconciler (a periodic task here) enqueues again whatever is due. Tasks are
 registered on a Huey instance built from QUEUE_URL at start-up, not at import time.
+
+So the request path enqueues through a connection of its own that waits for the queue only briefly
+(`WorkQueue.offer`): a task it cannot enqueue is the reconciler's anyway.
 """
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
+import redis
 from huey import PostgresHuey, RedisHuey, SqliteHuey, crontab
 from huey.api import Huey
 from huey.consumer import Consumer
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy.engine import URL, make_url
 
+import defaults
 from config import ensure_parent_folder
 from errors import ConfigError
 
@@ -59,6 +65,23 @@ def create_huey(queue_url: str) -> Huey:
     return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, fsync=False)
 
 
+def _intake_storage(huey: Huey) -> Any:
+    """A connection to the queue of the request path's own, that waits ENQUEUE_TIMEOUT_SECONDS at most
+    for it (Huey's own storage is shared with the consumer and waits 5 s, or forever)."""
+    timeout = defaults.ENQUEUE_TIMEOUT_SECONDS
+    if isinstance(huey, SqliteHuey):
+        return huey.get_storage(**{**huey.storage_kwargs, "timeout": timeout, "create_tables": False})
+    if isinstance(huey, RedisHuey):
+        url = huey.storage_kwargs["url"]
+        pool = redis.ConnectionPool.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return huey.get_storage(connection_pool=pool)
+    dsn = huey.storage_kwargs["dsn"]
+    ms = round(timeout * 1000)
+    options = f"{conninfo_to_dict(dsn).get('options', '')} -c lock_timeout={ms} -c statement_timeout={ms}"
+    # libpq waits for a connection in whole seconds, 2 at least.
+    return huey.get_storage(dsn=make_conninfo(dsn, options=options.strip(), connect_timeout=2), create_tables=False)
+
+
 def close_huey(huey: Huey) -> None:
     """Close the connections a Huey instance holds (PostgreSQL warns about unclosed ones)."""
     huey.storage.close()
@@ -97,6 +120,8 @@ class WorkQueue:
 
     def __init__(self, huey: Huey) -> None:
         self.huey = huey
+        self._intake = _intake_storage(huey)
+        self._intake_turn = threading.Lock()  # the request threads' turns on the intake connection
         self._worker: Worker | None = None
         self._pruner: Pruner | None = None
         self._process = huey.task(name="process_event")(self._run_process)
@@ -121,6 +146,26 @@ class WorkQueue:
             self._process.schedule(args=(event_id,), delay=delay)
         else:
             self._process(event_id)
+
+    def offer(self, event_id: int) -> None:
+        """Enqueue from the request path: wait for the queue ENQUEUE_TIMEOUT_SECONDS for a turn and as
+        long again for the queue itself, then raise (TimeoutError, or the queue's own error) and leave
+        the event to the reconciler."""
+        if not self._intake_turn.acquire(timeout=defaults.ENQUEUE_TIMEOUT_SECONDS):
+            raise TimeoutError("the request path's other enqueues held the queue")
+        try:
+            task = self._process.s(event_id)
+            self._intake.enqueue(self.huey.serialize_task(task), task.priority)
+        finally:
+            self._intake_turn.release()
+
+    def close(self) -> None:
+        """Close the queue's connections, the request path's own with them."""
+        close_huey(self.huey)
+        self._intake.close()
+        pool = getattr(self._intake, "pool", None)
+        if pool is not None:
+            pool.disconnect()
 
     def pending(self) -> int:
         return int(self.huey.pending_count())
