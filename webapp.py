@@ -133,11 +133,12 @@ def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Re
 
 
 def healthz() -> tuple[Response, int]:
+    """GET /healthz: 200 when a delivery could be stored now, else 503 (Inbox.check says how it tells)."""
     services: Services = current_app.extensions["optipick"]
     try:
-        services.inbox.ping()
-    except SQLAlchemyError as exc:
-        log.error("health check failed: the inbox database is unusable (%s)", type(exc).__name__)
+        services.inbox.check(time.monotonic() + defaults.HEALTH_CHECK_SECONDS)
+    except (SQLAlchemyError, InboxUnavailable) as exc:
+        log.error("health check failed: the inbox cannot store a delivery now (%s)", describe_error(exc))
         return jsonify(status="unavailable"), 503
     return jsonify(status="ok"), 200
 

@@ -1,11 +1,14 @@
 """The inbox's database: its engines, and what differs between SQLite and PostgreSQL, declared once.
 
 `open_database(url)` picks the backend from the URL. The store (store.py) asks its Database for the
-engines, the insert-or-ignore statement, a writer's turn and how to keep a transaction from waiting
-on locks past a deadline; it never asks which dialect it runs on, the way Huey keeps each backend's
-differences in a small storage subclass.
+engines, the insert-or-ignore statement, a writer's turn, how to keep a transaction from waiting on
+locks past a deadline, and whether the database is still the one it opened; it never asks which
+dialect it runs on, the way Huey keeps each backend's differences in a small storage subclass.
 """
 
+import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -19,9 +22,11 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 import defaults
 from config import ensure_parent_folder
-from errors import InboxUnavailable
+from errors import InboxUnavailable, InboxVanished
 from inbox.group_commit import no_turn
 from inbox.writers_lock import WritersLock
+
+log = logging.getLogger("inbox")
 
 # Looks at the tables before creating them is given up (see Database.create_tables).
 SCHEMA_CREATE_LOOKS = 5
@@ -47,6 +52,9 @@ class Database:
     def bound(self, connection: Connection, seconds: float) -> None:
         """Keep the transaction open on `connection` from waiting on a lock for more than `seconds`."""
         raise NotImplementedError
+
+    def verify(self) -> None:
+        """Raise InboxVanished when the database is no longer the one opened; by default it always is."""
 
     def create_tables(self, metadata: MetaData) -> None:
         """Create whatever tables are missing, even with other processes doing the same at this moment.
@@ -78,13 +86,24 @@ class SqliteDatabase(Database):
     survives a power cut (WAL with NORMAL can lose the last commits). The workers' bookkeeping uses
     NORMAL: a power cut can at worst undo the last few claims or outcomes, which makes those events run
     again, as a crash would, and saves an fsync on each of the writes that process an event. Writers
-    take turns on a lock file beside the database (writers_lock.py)."""
+    take turns on a lock file beside the database (writers_lock.py).
+
+    The file is known by its device and inode from the moment its tables are there. A connection keeps
+    the file it opened, so one deleted or replaced under the service would take what is stored next
+    with it; `verify` compares the file at the path with the one opened, and once they differ the
+    inbox refuses every write until a restart, saying so once, loudly.
+    """
 
     def __init__(self, url: str) -> None:
         super().__init__(sqlite_engine(url, "FULL"), sqlite_engine(url, "NORMAL"))
         database = self.engine.url.database
-        # No file, nothing to lock: an in-memory database lives in one process.
-        self.writers = WritersLock(Path(f"{database}-writers.lock")) if database and database != ":memory:" else None
+        # No file, nothing to lock or to watch: an in-memory database lives in one process.
+        on_disk = bool(database) and database != ":memory:"
+        self.path = Path(os.path.abspath(database)) if on_disk and database else None
+        self.writers = WritersLock(Path(f"{database}-writers.lock")) if on_disk else None
+        self._identity: tuple[int, int] | None = None
+        self._vanished = False  # once true, for good: only a restart opens the file at the path
+        self._vanishing = threading.Lock()
 
     def insert(self, table: Table) -> Any:
         return sqlite.insert(table)
@@ -101,6 +120,36 @@ class SqliteDatabase(Database):
         if connection.info.get("busy_timeout_ms", defaults.SQLITE_BUSY_TIMEOUT_MS) != wanted:
             connection.exec_driver_sql(f"PRAGMA busy_timeout={wanted}")
             connection.info["busy_timeout_ms"] = wanted
+
+    def create_tables(self, metadata: MetaData) -> None:
+        super().create_tables(metadata)
+        if self.path is not None:
+            self._identity = self._identity_on_disk()
+
+    def verify(self) -> None:
+        """One stat of the path: is the file there still the one this process opened?"""
+        if not self._vanished:
+            if self._identity is None or self._identity_on_disk() == self._identity:
+                return
+            with self._vanishing:
+                if not self._vanished:
+                    log.error(
+                        "the inbox file %s was deleted or replaced while the service ran: restart it so it opens "
+                        "the file at DATABASE_URL (until then deliveries are answered 503 and no event is claimed)",
+                        self.path,
+                    )
+                    self._vanished = True
+        raise InboxVanished(f"the inbox file {self.path} is not the one this process opened: restart the service")
+
+    def _identity_on_disk(self) -> tuple[int, int] | None:
+        assert self.path is not None
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise InboxUnavailable(f"the inbox file {self.path} cannot be looked at: {exc.strerror}") from None
+        return found.st_dev, found.st_ino
 
     def close(self) -> None:
         if self.writers is not None:

@@ -27,6 +27,9 @@ and statement timeouts), only until the earliest deadline among its writes, whic
 write's, since the queue is first come, first served. So the waits of the writers in line do not add
 up: each delivery is told by its own deadline, and the batches after it start with their own. A batch
 whose deadline has passed fails without being tried (InboxUnavailable).
+
+After each commit, `verify` checks that what was committed to is still the inbox (on SQLite, that the
+file at the path is still the one open); when it is not, the batch is told it failed.
 """
 
 import logging
@@ -85,6 +88,7 @@ class GroupCommit(Generic[Item, Result]):
     row lock), one order for all keeps them from waiting on each other in a circle (a deadlock).
     `bound(connection, seconds)`: called first in the transaction of a batch with a deadline, to keep
     the database from waiting on a lock longer than the seconds left.
+    `verify()`: called after each commit; raising tells the batch its commit did not count.
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class GroupCommit(Generic[Item, Result]):
         order: Callable[[Item], Any] | None = None,
         max_batch: int = MAX_BATCH,
         bound: Callable[[Connection, float], None] | None = None,
+        verify: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
         self._write = write
@@ -102,6 +107,7 @@ class GroupCommit(Generic[Item, Result]):
         self._order = order
         self._max_batch = max_batch
         self._bound = bound
+        self._verify = verify
         self._reset()
 
     def _reset(self) -> None:
@@ -114,9 +120,9 @@ class GroupCommit(Generic[Item, Result]):
     def submit(self, item: Item, deadline: float | None = None) -> Result:
         """Write `item` and return what `write` returned, once the transaction that holds it is committed.
 
-        Raises what the write or its commit raised: the item is then not stored. With a `deadline` (a
-        time.monotonic() value), it raises InboxUnavailable or the database's timeout rather than wait
-        for the database past it.
+        Raises what the write or its commit raised: the item is then not stored, or (a failed `verify`)
+        stored where it does not count. With a `deadline` (a time.monotonic() value), it raises
+        InboxUnavailable or the database's timeout rather than wait for the database past it.
         """
         if self._pid != os.getpid():
             self._reset()
@@ -167,6 +173,8 @@ class GroupCommit(Generic[Item, Result]):
                     if self._bound is not None:
                         self._bound(connection, left)
                 results = [self._write(connection, waiting.item) for waiting in batch]
+            if self._verify is not None:
+                self._verify()
         except Exception as exc:  # every error goes back to the threads that wait on it
             if len(batch) > 1 and not isinstance(exc, WHOLE_BATCH_FAILURES):
                 log.warning("a batch of %d writes failed (%s); writing each alone", len(batch), type(exc).__name__)
