@@ -28,11 +28,12 @@ import reports
 from checks import run_checks
 from config import Settings, configure_logging, load_settings
 from errors import ConfigError
-from inbox import RECOVERABLE_STATUSES, Status, StoredEvent
+from inbox import RECOVERABLE_STATUSES, Inbox, Status, StoredEvent, describe_error
 from lifecycle import StopSignals, run_until_stopped
 from services import Services
 from signatures import new_message_id, signed_headers
 from webapp import create_app
+from work_queue import Enqueue, WorkQueue, create_huey
 
 STATUS_NAMES = [s.value for s in Status]
 
@@ -63,6 +64,47 @@ def open_services() -> Iterator[Services]:
         yield services
     finally:
         services.close()
+
+
+@contextmanager
+def open_inbox() -> Iterator[tuple[Settings, Inbox]]:
+    """The configured inbox alone, closed afterwards: what the commands on stored events need (the
+    queue is disposable, and may be the broken part). A configuration error ends the command."""
+    settings = load_or_exit()
+    try:
+        inbox = Inbox.open(settings.database_url)
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+    except SQLAlchemyError as exc:
+        click.echo(f"cannot open the inbox database (DATABASE_URL): {describe_error(exc)}", err=True)
+        sys.exit(2)
+    try:
+        yield settings, inbox
+    finally:
+        inbox.close()
+
+
+@contextmanager
+def open_queue(settings: Settings) -> Iterator[Enqueue | None]:
+    """How to enqueue, or None (with one line on stderr) when the queue cannot be opened: events then
+    stay due in the inbox, for a worker's reconciler."""
+    queue: WorkQueue | None = None
+    try:
+        queue = WorkQueue(create_huey(settings.queue_url))
+    except Exception as exc:  # each queue backend raises its own errors
+        click.echo(
+            f"the queue cannot be opened (QUEUE_URL: {describe_error(exc)}): events put back are left "
+            "due, and a running worker's reconciler enqueues them within a couple of minutes",
+            err=True,
+        )
+    if queue is None:
+        yield None
+        return
+    try:
+        yield queue.enqueue
+    finally:
+        queue.close()
 
 
 @click.group(invoke_without_command=True)
@@ -97,8 +139,8 @@ def worker() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array instead of a table.")
 def events(status: str | None, limit: int, as_json: bool) -> None:
     """List stored events, newest first."""
-    with open_services() as services:
-        rows = services.inbox.latest(Status(status) if status else None, limit)
+    with open_inbox() as (_settings, inbox):
+        rows = inbox.latest(Status(status) if status else None, limit)
     if as_json:
         click.echo(json.dumps([reports.event_fields(row) for row in rows], indent=2))
     elif not rows:
@@ -111,12 +153,12 @@ def events(status: str | None, limit: int, as_json: bool) -> None:
 @click.argument("message_id")
 def show(message_id: str) -> None:
     """Print one event in full: fields, history of attempts, result summary, headers and payload."""
-    with open_services() as services:
-        event = services.inbox.by_message_id(message_id)
+    with open_inbox() as (_settings, inbox):
+        event = inbox.by_message_id(message_id)
         if event is None:
             click.echo(f"no event with message id {message_id!r}", err=True)
             sys.exit(1)
-        click.echo("\n".join(reports.event_in_full(event, services.inbox.history_of(event.id))))
+        click.echo("\n".join(reports.event_in_full(event, inbox.history_of(event.id))))
 
 
 @cli.command()
@@ -124,14 +166,14 @@ def show(message_id: str) -> None:
 def replay(message_ids: tuple[str, ...]) -> None:
     """Put the named events back to be processed, whatever their status."""
     missing_or_busy = 0
-    with open_services() as services:
+    with open_inbox() as (settings, inbox), open_queue(settings) as enqueue:
         for message_id in message_ids:
-            event = services.inbox.by_message_id(message_id)
+            event = inbox.by_message_id(message_id)
             if event is None:
                 click.echo(f"{message_id}: no such event")
                 missing_or_busy += 1
                 continue
-            missing_or_busy += not _replay_and_say(services, event)
+            missing_or_busy += not _replay_and_say(settings, inbox, enqueue, event)
     sys.exit(1 if missing_or_busy else 0)
 
 
@@ -155,22 +197,26 @@ def recover(since: str, until: str | None, statuses: str, type_pattern: str | No
         chosen = [Status(name.strip()) for name in statuses.split(",") if name.strip()]
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    with open_services() as services:
-        found = operations.matching(services.inbox, start, end, chosen, type_pattern)
+    with open_inbox() as (settings, inbox):
+        found = operations.matching(inbox, start, end, chosen, type_pattern)
         click.echo(f"{len(found)} event(s) match" + (" (dry run: nothing replayed)" if dry_run else ""))
-        for event in found:
-            if dry_run:
+        if dry_run:
+            for event in found:
                 click.echo(reports.event_one_line(event))
-            else:
-                _replay_and_say(services, event)
+            return
+        with open_queue(settings) as enqueue:
+            for event in found:
+                _replay_and_say(settings, inbox, enqueue, event)
 
 
-def _replay_and_say(services: Services, event: StoredEvent) -> bool:
-    outcome = operations.replay(services.inbox, services.queue.enqueue, event, services.settings.default_event_type)
+def _replay_and_say(settings: Settings, inbox: Inbox, enqueue: Enqueue | None, event: StoredEvent) -> bool:
+    outcome = operations.replay(inbox, enqueue, event, settings.default_event_type)
     if outcome.status is None:
         click.echo(f"{event.message_id}: skipped, a worker is processing it right now")
         return False
-    queued = " and queued" if outcome.status is Status.RECEIVED else ""
+    queued = ""
+    if outcome.status is Status.RECEIVED:
+        queued = " and queued" if outcome.queued else ", left due for the reconciler (not queued)"
     click.echo(f"{event.message_id}: {event.status} → {outcome.status}{queued}")
     return True
 
@@ -187,8 +233,8 @@ def _replay_and_say(services: Services, event: StoredEvent) -> bool:
 @click.option("--include-failed", is_flag=True, help="Also delete dead and invalid events.")
 def prune(days: int, include_failed: bool) -> None:
     """Delete finished events (done, ignored, duplicate) received more than DAYS ago."""
-    with open_services() as services:
-        pruned = operations.prune(services.inbox, days, include_failed)
+    with open_inbox() as (_settings, inbox):
+        pruned = operations.prune(inbox, days, include_failed)
     click.echo(f"pruned {pruned} event(s) older than {days} days")
 
 

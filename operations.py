@@ -22,7 +22,7 @@ from fnmatch import fnmatchcase
 import defaults
 from clock import utcnow
 from event_types import EventType
-from inbox import FAILED_STATUSES, FINISHED_STATUSES, RECOVERABLE_STATUSES, Inbox, Status, StoredEvent
+from inbox import FAILED_STATUSES, FINISHED_STATUSES, RECOVERABLE_STATUSES, Inbox, Status, StoredEvent, describe_error
 from intake import read_delivery
 from work_queue import Enqueue
 
@@ -36,24 +36,34 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 class Replayed:
     event: StoredEvent
     status: Status | None  # the status it was put back in; None when a worker holds it right now
+    queued: bool = False  # its task is in the queue (else, when received, the reconciler enqueues it)
 
 
 def replay(
     inbox: Inbox,
-    enqueue: Enqueue,
+    enqueue: Enqueue | None,
     event: StoredEvent,
     default_type: EventType | None,
     now: datetime | None = None,
 ) -> Replayed:
     """Put one stored event back to be processed, whatever its status, its type resolved again with
-    `default_type` (WEBHOOK_DEFAULT_EVENT_TYPE as configured today)."""
+    `default_type` (WEBHOOK_DEFAULT_EVENT_TYPE as configured today).
+
+    The inbox is what counts: an event put back as received is enqueued when `enqueue` is given and
+    works, and is otherwise left due, for a worker's reconciler to enqueue within a couple of minutes.
+    """
     path_type = EventType.parse(event.path_type) if event.path_type else None
     delivery = read_delivery(event.message_id, event.body, event.headers, path_type, default_type)
     if not inbox.replay(event.id, delivery, now):
         return Replayed(event, None)
-    if delivery.status is Status.RECEIVED:
-        enqueue(event.id, 0)
-    return Replayed(event, delivery.status)
+    queued = False
+    if delivery.status is Status.RECEIVED and enqueue is not None:
+        try:
+            enqueue(event.id, 0)
+            queued = True
+        except Exception as exc:  # each queue backend raises its own errors; the inbox has it due
+            log.warning("%s: not enqueued (%s); the reconciler will", event.message_id, describe_error(exc))
+    return Replayed(event, delivery.status, queued)
 
 
 def matching(

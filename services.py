@@ -24,8 +24,10 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock = utcnow) -> "Services":
+        """Open everything the web side and the workers use. A SQLite queue file that cannot be used is
+        moved aside and made again (the queue is disposable; the inbox is the truth)."""
         inbox = Inbox.open(settings.database_url, clock)
-        queue = WorkQueue(create_huey(settings.queue_url))
+        queue = WorkQueue(create_huey(settings.queue_url, repair=True))
         client = OptiPickClient(
             settings.optipick_api_url, settings.optipick_api_key, connections=settings.worker_threads
         )
