@@ -257,7 +257,7 @@ def parse_default_event_type(value: str | None) -> EventType | None:
 def parse_prune_after_days(value: str | None) -> int | None:
     if value is None:
         return None
-    return parse_int("PRUNE_AFTER_DAYS", value, 0, minimum=defaults.PRUNE_MINIMUM_DAYS)
+    return parse_int("PRUNE_AFTER_DAYS", value, 0, minimum=defaults.PRUNE_MINIMUM_DAYS, maximum=defaults.MAX_AGE_DAYS)
 
 
 def parse_ack_deadline(value: str | None) -> float:

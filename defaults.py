@@ -76,3 +76,6 @@ RETRY_AFTER_ON_503 = 10
 PRUNE_MINIMUM_DAYS = 2
 # Days `prune` keeps events when not told otherwise.
 PRUNE_DEFAULT_DAYS = 30
+# Days an age may reach back at most (`prune --older-than`, PRUNE_AFTER_DAYS, `recover --since 30d`):
+# about a hundred years, older than any event; a larger number is a slip, and would overflow the clock.
+MAX_AGE_DAYS = 36_500

@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 import click
 import requests
@@ -26,9 +27,11 @@ import defaults
 import operations
 import reports
 from checks import run_checks
+from clock import utcnow
 from config import Settings, configure_logging, load_settings
 from errors import ConfigError
 from inbox import RECOVERABLE_STATUSES, Inbox, Status, StoredEvent, describe_error
+from intake import MESSAGE_ID_PATTERN
 from lifecycle import StopSignals, run_until_stopped
 from services import Services
 from signatures import new_message_id, signed_headers
@@ -36,6 +39,8 @@ from webapp import create_app
 from work_queue import Enqueue, WorkQueue, create_huey
 
 STATUS_NAMES = [s.value for s in Status]
+# The most events `events --limit` lists: more than a terminal shows, and far below what overflows.
+MOST_EVENTS = 1_000_000
 
 
 def load_or_exit() -> Settings:
@@ -107,6 +112,14 @@ def open_queue(settings: Settings) -> Iterator[Enqueue | None]:
         queue.close()
 
 
+def message_ids(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Arguments that must be message ids, as intake stores them: anything else cannot be stored."""
+    for value in values:
+        if not MESSAGE_ID_PATTERN.fullmatch(value):
+            raise click.BadParameter(f"{value[:80]!r} is not a message id: letters, digits, _ and -, as msg_2Yb…")
+    return values
+
+
 @click.group(invoke_without_command=True)
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -135,7 +148,9 @@ def worker() -> None:
 
 @cli.command()
 @click.option("--status", type=click.Choice(STATUS_NAMES), help="Only events in this status.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many.")
+@click.option(
+    "--limit", type=click.IntRange(min=1, max=MOST_EVENTS), default=50, show_default=True, help="At most this many."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array instead of a table.")
 def events(status: str | None, limit: int, as_json: bool) -> None:
     """List stored events, newest first."""
@@ -150,7 +165,7 @@ def events(status: str | None, limit: int, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("message_id")
+@click.argument("message_id", callback=lambda ctx, param, value: message_ids(ctx, param, (value,))[0])
 def show(message_id: str) -> None:
     """Print one event in full: fields, history of attempts, result summary, headers and payload."""
     with open_inbox() as (_settings, inbox):
@@ -162,7 +177,7 @@ def show(message_id: str) -> None:
 
 
 @cli.command()
-@click.argument("message_ids", nargs=-1, required=True)
+@click.argument("message_ids", nargs=-1, required=True, callback=message_ids)
 def replay(message_ids: tuple[str, ...]) -> None:
     """Put the named events back to be processed, whatever their status."""
     missing_or_busy = 0
@@ -191,12 +206,21 @@ def replay(message_ids: tuple[str, ...]) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be replayed.")
 def recover(since: str, until: str | None, statuses: str, type_pattern: str | None, dry_run: bool) -> None:
     """Replay every event that failed since a time (Svix's "Recover failed messages", on this side)."""
+    now = utcnow()
+    start = _time_option("--since", since, now)
+    end = _time_option("--until", until, now) if until else None
+    if start > now:
+        raise click.BadParameter(
+            f"{since!r} is {_time(start)}, in the future: nothing arrived since", param_hint="'--since'"
+        )
+    if end is not None and end <= start:
+        raise click.BadParameter(
+            f"{until!r} is {_time(end)}, not after --since ({_time(start)})", param_hint="'--until'"
+        )
     try:
-        start = operations.parse_time(since)
-        end = operations.parse_time(until) if until else None
-        chosen = [Status(name.strip()) for name in statuses.split(",") if name.strip()]
+        chosen = operations.parse_statuses(statuses)
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise click.BadParameter(str(exc), param_hint="'--status'") from None
     with open_inbox() as (settings, inbox):
         found = operations.matching(inbox, start, end, chosen, type_pattern)
         click.echo(f"{len(found)} event(s) match" + (" (dry run: nothing replayed)" if dry_run else ""))
@@ -207,6 +231,17 @@ def recover(since: str, until: str | None, statuses: str, type_pattern: str | No
         with open_queue(settings) as enqueue:
             for event in found:
                 _replay_and_say(settings, inbox, enqueue, event)
+
+
+def _time_option(name: str, text: str, now: datetime) -> datetime:
+    try:
+        return operations.parse_time(text, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{name}'") from None
+
+
+def _time(when: datetime) -> str:
+    return when.isoformat(timespec="seconds")
 
 
 def _replay_and_say(settings: Settings, inbox: Inbox, enqueue: Enqueue | None, event: StoredEvent) -> bool:
@@ -225,7 +260,7 @@ def _replay_and_say(settings: Settings, inbox: Inbox, enqueue: Enqueue | None, e
 @click.option(
     "--older-than",
     "days",
-    type=click.IntRange(min=defaults.PRUNE_MINIMUM_DAYS),
+    type=click.IntRange(min=defaults.PRUNE_MINIMUM_DAYS, max=defaults.MAX_AGE_DAYS),
     default=defaults.PRUNE_DEFAULT_DAYS,
     show_default=True,
     help="Days since the event was received.",

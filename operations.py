@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 _RELATIVE_TIME = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# The most of each unit worth adding up before an age is refused as too long (and timedelta overflows).
+_LONGEST = {"s": 10**13, "m": 10**11, "h": 10**10, "d": 10**8, "w": 10**7}
 
 
 @dataclass(frozen=True)
@@ -82,18 +84,35 @@ def matching(
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
-    """An ISO 8601 date or time (UTC unless it says otherwise), or an age such as 30m, 6h, 2d, 1w."""
+    """An ISO 8601 date or time (UTC unless it says otherwise), or an age such as 30m, 6h, 2d, 1w
+    (reaching back MAX_AGE_DAYS at most); a ValueError in one line otherwise."""
     text = text.strip()
     age = _RELATIVE_TIME.match(text)
     if age:
-        return (now or utcnow()) - timedelta(**{_UNITS[age.group(2)]: int(age.group(1))})
+        amount = timedelta(**{_UNITS[age.group(2)]: min(int(age.group(1)), _LONGEST[age.group(2)])})
+        if amount > timedelta(days=defaults.MAX_AGE_DAYS):
+            raise ValueError(f"{text!r} reaches back too far: ages go back {defaults.MAX_AGE_DAYS} days at most")
+        return (now or utcnow()) - amount
     try:
         when = datetime.fromisoformat(text)
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     except ValueError:
         raise ValueError(
             f"{text!r} is not a time: use 2026-11-28, 2026-11-28T14:30, or an age such as 6h or 2d"
         ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:  # a zone that takes it past year 1 or 9999
+        raise ValueError(f"{text!r} is out of range: use a time between the years 1 and 9999 UTC") from None
+
+
+def parse_statuses(text: str) -> list[Status]:
+    """Comma-separated status names, at least one (an empty list would select every status)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"name at least one status: {', '.join(Status)}")
+    unknown = [name for name in names if name not in {status.value for status in Status}]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a status: use {', '.join(Status)}")
+    return [Status(name) for name in names]
 
 
 def prune(inbox: Inbox, older_than_days: int, include_failed: bool = False, now: datetime | None = None) -> int:
