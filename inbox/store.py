@@ -69,14 +69,22 @@ class Inbox(Claims):
         return self.database.engine
 
     def check_schema(self) -> None:
-        """Record the schema version in a new database; raise ConfigError when it differs."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                self.database.insert(schema_info)
-                .values(id=1, version=SCHEMA_VERSION)
-                .on_conflict_do_nothing(index_elements=["id"])
-            )
-            version = conn.scalar(select(schema_info.c.version).where(schema_info.c.id == 1))
+        """Record the schema version in a new database; raise ConfigError when it differs.
+
+        Only a new database is written to: a process starting (a gunicorn worker booting) while
+        another program holds the inbox for writing reads the version and starts all the same.
+        """
+        version_now = select(schema_info.c.version).where(schema_info.c.id == 1)
+        with self.engine.connect() as conn:
+            version = conn.scalar(version_now)
+        if version is None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    self.database.insert(schema_info)
+                    .values(id=1, version=SCHEMA_VERSION)
+                    .on_conflict_do_nothing(index_elements=["id"])
+                )
+                version = conn.scalar(version_now)
         if version != SCHEMA_VERSION:
             raise ConfigError(
                 f"DATABASE_URL holds an inbox of schema version {version}, but this version of "

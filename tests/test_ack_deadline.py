@@ -234,6 +234,17 @@ def test_a_delivery_waits_for_a_briefly_held_inbox_within_its_deadline(services,
     assert response.status_code == 200
 
 
+def test_the_service_starts_while_an_outside_writer_holds_the_inbox(backend, services, settings):
+    """A process starting on an existing inbox that another program holds (a gunicorn worker booting,
+    or restarted, during the hold) reads what it needs and starts, instead of failing to boot after a
+    busy timeout."""
+    with held_by_an_outside_writer(backend.database_url):
+        started = time.monotonic()
+        Services.build(settings).close()
+        took = time.monotonic() - started
+    assert took < ACK_DEADLINE + SLACK, f"started after {took:.2f} s"
+
+
 # The writers' lock and group commit ----------------------------------------------------------------
 
 
