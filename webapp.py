@@ -4,9 +4,9 @@ The request path never calls the OptiPick API. Order of work, cheapest rejection
 method (405) → size (413) → content type (415) → signature (401) → id and payload checks (400)
 → durable insert (503 when it fails) → enqueue (best effort, briefly) → 2xx.
 A 2xx is sent only once the delivery is committed to the inbox, or was already there; and every
-delivery is answered within ACK_DEADLINE_SECONDS of its arrival: the commit waits for the database
-until the deadline less what the enqueue and the answer may take (defaults.ANSWER_RESERVE_SECONDS),
-then gives up with a 503, which Svix retries.
+delivery is answered within ACK_DEADLINE_SECONDS of the moment a server thread takes it: the commit
+waits for the database until the deadline less what the enqueue and the answer may take
+(defaults.ANSWER_RESERVE_SECONDS), then gives up with a 503, which Svix retries.
 """
 
 import logging
