@@ -7,7 +7,9 @@ import os
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from clock import Clock, utcnow
@@ -16,7 +18,7 @@ from errors import ApiUnavailable, ConfigError
 from handlers import build_registry
 from inbox import SCHEMA_VERSION, Inbox
 from optipick_client import OptiPickClient
-from work_queue import create_huey
+from work_queue import close_huey, create_huey, unusable_reason
 
 # Seconds of clock difference with the API at which to warn, and at which signatures start failing.
 CLOCK_WARN_SECONDS = 30
@@ -99,9 +101,24 @@ def check_database(settings: Settings) -> Check:
 
 
 def check_queue(settings: Settings) -> Check:
+    """The queue opens and answers. A SQLite queue file that cannot be used is only a warning: the
+    service moves it aside when it starts (work_queue.set_aside_if_unusable), and the inbox holds every
+    event it carried."""
+    url = make_url(settings.queue_url)
+    if url.get_backend_name() == "sqlite":
+        reason = unusable_reason(Path(url.database or ""))
+        if reason is not None:
+            detail = (
+                f"{url.database} cannot be used ({reason}): the service moves it aside and starts a new one "
+                "when it starts; the inbox keeps every event"
+            )
+            return Check("queue", True, detail, warning=True)
     try:
         huey = create_huey(settings.queue_url)
-        pending = huey.pending_count()
+        try:
+            pending = huey.pending_count()
+        finally:
+            close_huey(huey)
     except Exception as exc:  # each queue backend raises its own errors
         return Check("queue", False, f"cannot open QUEUE_URL: {type(exc).__name__}: {_first_line(exc)}")
     return Check("queue", True, f"{type(huey).__name__}, {pending} task(s) waiting")

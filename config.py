@@ -43,6 +43,7 @@ SETTING_NAMES = (
     "WORKER_THREADS",
     "LEASE_SECONDS",
     "SHUTDOWN_GRACE_SECONDS",
+    "ACK_DEADLINE_SECONDS",
     "PRUNE_AFTER_DAYS",
     "HANDLER_MODULES",
 )
@@ -85,6 +86,7 @@ class Settings:
     worker_threads: int = defaults.WORKER_THREADS
     lease_seconds: int = defaults.LEASE_SECONDS
     shutdown_grace: int = defaults.SHUTDOWN_GRACE_SECONDS
+    ack_deadline: float = defaults.ACK_DEADLINE_SECONDS
     prune_after_days: int | None = None
     handler_modules: tuple[str, ...] = ()
 
@@ -123,6 +125,7 @@ def load_settings(
         shutdown_grace=parse_int(
             "SHUTDOWN_GRACE_SECONDS", get("SHUTDOWN_GRACE_SECONDS"), defaults.SHUTDOWN_GRACE_SECONDS, minimum=0
         ),
+        ack_deadline=parse_ack_deadline(get("ACK_DEADLINE_SECONDS")),
         prune_after_days=parse_prune_after_days(get("PRUNE_AFTER_DAYS")),
         handler_modules=tuple(split_list(get("HANDLER_MODULES") or "")),
     )
@@ -263,7 +266,23 @@ def parse_default_event_type(value: str | None) -> EventType | None:
 def parse_prune_after_days(value: str | None) -> int | None:
     if value is None:
         return None
-    return parse_int("PRUNE_AFTER_DAYS", value, 0, minimum=defaults.PRUNE_MINIMUM_DAYS)
+    return parse_int("PRUNE_AFTER_DAYS", value, 0, minimum=defaults.PRUNE_MINIMUM_DAYS, maximum=defaults.MAX_AGE_DAYS)
+
+
+def parse_ack_deadline(value: str | None) -> float:
+    """Seconds, whole or not, from 1 up to ACK_DEADLINE_LIMIT: Svix gives up on an answer after 15 s."""
+    if value is None:
+        return defaults.ACK_DEADLINE_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"ACK_DEADLINE_SECONDS={value!r} is not a number of seconds, such as 10") from None
+    if not 1 <= seconds <= defaults.ACK_DEADLINE_LIMIT:  # NaN fails this too
+        raise ConfigError(
+            f"ACK_DEADLINE_SECONDS={value} is out of range: use 1 to {defaults.ACK_DEADLINE_LIMIT} seconds, "
+            "below the 15 s after which Svix counts a delivery as failed"
+        )
+    return seconds
 
 
 def parse_log_level(value: str) -> str:

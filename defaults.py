@@ -62,8 +62,24 @@ RECONCILE_AFTER_SECONDS = 30
 # Events re-enqueued per reconciler run, so a large backlog cannot flood the queue in one go.
 RECONCILE_BATCH = 500
 
-# Milliseconds SQLite waits for a lock held by another process before it gives up.
+# Milliseconds SQLite waits for a lock held by another process before it gives up (the workers'
+# bookkeeping, the commands; a delivery waits no longer than its acknowledgement deadline allows).
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# Seconds within which every POST /webhook is answered (ACK_DEADLINE_SECONDS): 2xx after its commit, or
+# 503 when the inbox cannot commit in time. Svix counts an answer later than 15 s as a failure and
+# retries; 10 leaves room for the network and a proxy. The service's limit is ACK_DEADLINE_LIMIT.
+ACK_DEADLINE_SECONDS = 10
+ACK_DEADLINE_LIMIT = 14
+# Seconds the request path's enqueue waits for the queue (a locked queue.db, a Redis or PostgreSQL
+# queue that does not answer), once for its turn among the request threads and once for the queue
+# itself. A task not enqueued costs nothing: the reconciler enqueues the event.
+ENQUEUE_TIMEOUT_SECONDS = 0.2
+# Seconds of the acknowledgement deadline kept for what follows the commit: the enqueue (twice
+# ENQUEUE_TIMEOUT_SECONDS at most) and the answer. The commit gets the rest.
+ANSWER_RESERVE_SECONDS = 2 * ENQUEUE_TIMEOUT_SECONDS + 0.1
+# Seconds GET /healthz waits for the inbox when it tries it (a load balancer's check times out soon).
+HEALTH_CHECK_SECONDS = 1.0
 # Seconds a 503 asks the sender to wait (Svix retries on its own schedule either way).
 RETRY_AFTER_ON_503 = 10
 
@@ -72,3 +88,6 @@ RETRY_AFTER_ON_503 = 10
 PRUNE_MINIMUM_DAYS = 2
 # Days `prune` keeps events when not told otherwise.
 PRUNE_DEFAULT_DAYS = 30
+# Days an age may reach back at most (`prune --older-than`, PRUNE_AFTER_DAYS, `recover --since 30d`):
+# about a hundred years, older than any event; a larger number is a slip, and would overflow the clock.
+MAX_AGE_DAYS = 36_500

@@ -2,6 +2,10 @@
 
     ServiceError
     ├── ConfigError              a setting is missing or malformed; start-up stops
+    ├── InboxUnavailable         the inbox cannot store a delivery now (its turn to write did not come
+    │   │                        within the acknowledgement deadline); the delivery is answered 503
+    │   └── InboxVanished        the inbox file at DATABASE_URL was deleted or replaced while the service
+    │                            ran; nothing is stored or claimed until a restart opens the file there
     └── OptiPickError            the OptiPick API did not give us a result
         ├── AuthenticationError  401/403: OPTIPICK_API_KEY is wrong; retrying cannot help
         ├── ResultNotFound       404/422: no result (yet) for this request id; retried a few times
@@ -23,6 +27,15 @@ class ServiceError(Exception):
 
 class ConfigError(ServiceError):
     """A setting is missing or malformed. The message names the variable and the fix."""
+
+
+class InboxUnavailable(ServiceError):
+    """The inbox cannot store a delivery now. Database errors stay SQLAlchemy's own; this is what the
+    service itself decides (a deadline passed, the file is not the one it opened)."""
+
+
+class InboxVanished(InboxUnavailable):
+    """The SQLite file at DATABASE_URL is no longer the one the service opened: only a restart helps."""
 
 
 class OptiPickError(ServiceError):

@@ -17,6 +17,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 import click
 import requests
@@ -26,16 +27,21 @@ import defaults
 import operations
 import reports
 from checks import run_checks
+from clock import utcnow
 from config import Settings, configure_logging, load_settings
 from errors import ConfigError
 from http_server import create_server
-from inbox import RECOVERABLE_STATUSES, Status, StoredEvent
+from inbox import RECOVERABLE_STATUSES, Inbox, Status, StoredEvent, describe_error
+from intake import MESSAGE_ID_PATTERN
 from lifecycle import StopSignals, run_until_stopped, serve_until_stopped
 from services import Services
 from signatures import new_message_id, signed_headers
 from webapp import create_app
+from work_queue import Enqueue, WorkQueue, create_huey
 
 STATUS_NAMES = [s.value for s in Status]
+# The most events `events --limit` lists: more than a terminal shows, and far below what overflows.
+MOST_EVENTS = 1_000_000
 
 
 def load_or_exit() -> Settings:
@@ -64,6 +70,55 @@ def open_services() -> Iterator[Services]:
         yield services
     finally:
         services.close()
+
+
+@contextmanager
+def open_inbox() -> Iterator[tuple[Settings, Inbox]]:
+    """The configured inbox alone, closed afterwards: what the commands on stored events need (the
+    queue is disposable, and may be the broken part). A configuration error ends the command."""
+    settings = load_or_exit()
+    try:
+        inbox = Inbox.open(settings.database_url)
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+    except SQLAlchemyError as exc:
+        click.echo(f"cannot open the inbox database (DATABASE_URL): {describe_error(exc)}", err=True)
+        sys.exit(2)
+    try:
+        yield settings, inbox
+    finally:
+        inbox.close()
+
+
+@contextmanager
+def open_queue(settings: Settings) -> Iterator[Enqueue | None]:
+    """How to enqueue, or None (with one line on stderr) when the queue cannot be opened: events then
+    stay due in the inbox, for a worker's reconciler."""
+    queue: WorkQueue | None = None
+    try:
+        queue = WorkQueue(create_huey(settings.queue_url))
+    except Exception as exc:  # each queue backend raises its own errors
+        click.echo(
+            f"the queue cannot be opened (QUEUE_URL: {describe_error(exc)}): events put back are left "
+            "due, and a running worker's reconciler enqueues them within a couple of minutes",
+            err=True,
+        )
+    if queue is None:
+        yield None
+        return
+    try:
+        yield queue.enqueue
+    finally:
+        queue.close()
+
+
+def message_ids(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Arguments that must be message ids, as intake stores them: anything else cannot be stored."""
+    for value in values:
+        if not MESSAGE_ID_PATTERN.fullmatch(value):
+            raise click.BadParameter(f"{value[:80]!r} is not a message id: letters, digits, _ and -, as msg_2Yb…")
+    return values
 
 
 @click.group(invoke_without_command=True)
@@ -102,12 +157,14 @@ def worker() -> None:
 
 @cli.command()
 @click.option("--status", type=click.Choice(STATUS_NAMES), help="Only events in this status.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many.")
+@click.option(
+    "--limit", type=click.IntRange(min=1, max=MOST_EVENTS), default=50, show_default=True, help="At most this many."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array instead of a table.")
 def events(status: str | None, limit: int, as_json: bool) -> None:
     """List stored events, newest first."""
-    with open_services() as services:
-        rows = services.inbox.latest(Status(status) if status else None, limit)
+    with open_inbox() as (_settings, inbox):
+        rows = inbox.latest(Status(status) if status else None, limit)
     if as_json:
         click.echo(json.dumps([reports.event_fields(row) for row in rows], indent=2))
     elif not rows:
@@ -117,30 +174,30 @@ def events(status: str | None, limit: int, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("message_id")
+@click.argument("message_id", callback=lambda ctx, param, value: message_ids(ctx, param, (value,))[0])
 def show(message_id: str) -> None:
     """Print one event in full: fields, history of attempts, result summary, headers and payload."""
-    with open_services() as services:
-        event = services.inbox.by_message_id(message_id)
+    with open_inbox() as (_settings, inbox):
+        event = inbox.by_message_id(message_id)
         if event is None:
             click.echo(f"no event with message id {message_id!r}", err=True)
             sys.exit(1)
-        click.echo("\n".join(reports.event_in_full(event, services.inbox.history_of(event.id))))
+        click.echo("\n".join(reports.event_in_full(event, inbox.history_of(event.id))))
 
 
 @cli.command()
-@click.argument("message_ids", nargs=-1, required=True)
+@click.argument("message_ids", nargs=-1, required=True, callback=message_ids)
 def replay(message_ids: tuple[str, ...]) -> None:
     """Put the named events back to be processed, whatever their status."""
     missing_or_busy = 0
-    with open_services() as services:
+    with open_inbox() as (settings, inbox), open_queue(settings) as enqueue:
         for message_id in message_ids:
-            event = services.inbox.by_message_id(message_id)
+            event = inbox.by_message_id(message_id)
             if event is None:
                 click.echo(f"{message_id}: no such event")
                 missing_or_busy += 1
                 continue
-            missing_or_busy += not _replay_and_say(services, event)
+            missing_or_busy += not _replay_and_say(settings, inbox, enqueue, event)
     sys.exit(1 if missing_or_busy else 0)
 
 
@@ -158,28 +215,52 @@ def replay(message_ids: tuple[str, ...]) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be replayed.")
 def recover(since: str, until: str | None, statuses: str, type_pattern: str | None, dry_run: bool) -> None:
     """Replay every event that failed since a time (Svix's "Recover failed messages", on this side)."""
+    now = utcnow()
+    start = _time_option("--since", since, now)
+    end = _time_option("--until", until, now) if until else None
+    if start > now:
+        raise click.BadParameter(
+            f"{since!r} is {_time(start)}, in the future: nothing arrived since", param_hint="'--since'"
+        )
+    if end is not None and end <= start:
+        raise click.BadParameter(
+            f"{until!r} is {_time(end)}, not after --since ({_time(start)})", param_hint="'--until'"
+        )
     try:
-        start = operations.parse_time(since)
-        end = operations.parse_time(until) if until else None
-        chosen = [Status(name.strip()) for name in statuses.split(",") if name.strip()]
+        chosen = operations.parse_statuses(statuses)
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    with open_services() as services:
-        found = operations.matching(services.inbox, start, end, chosen, type_pattern)
+        raise click.BadParameter(str(exc), param_hint="'--status'") from None
+    with open_inbox() as (settings, inbox):
+        found = operations.matching(inbox, start, end, chosen, type_pattern)
         click.echo(f"{len(found)} event(s) match" + (" (dry run: nothing replayed)" if dry_run else ""))
-        for event in found:
-            if dry_run:
+        if dry_run:
+            for event in found:
                 click.echo(reports.event_one_line(event))
-            else:
-                _replay_and_say(services, event)
+            return
+        with open_queue(settings) as enqueue:
+            for event in found:
+                _replay_and_say(settings, inbox, enqueue, event)
 
 
-def _replay_and_say(services: Services, event: StoredEvent) -> bool:
-    outcome = operations.replay(services.inbox, services.queue.enqueue, event, services.settings.default_event_type)
+def _time_option(name: str, text: str, now: datetime) -> datetime:
+    try:
+        return operations.parse_time(text, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{name}'") from None
+
+
+def _time(when: datetime) -> str:
+    return when.isoformat(timespec="seconds")
+
+
+def _replay_and_say(settings: Settings, inbox: Inbox, enqueue: Enqueue | None, event: StoredEvent) -> bool:
+    outcome = operations.replay(inbox, enqueue, event, settings.default_event_type)
     if outcome.status is None:
         click.echo(f"{event.message_id}: skipped, a worker is processing it right now")
         return False
-    queued = " and queued" if outcome.status is Status.RECEIVED else ""
+    queued = ""
+    if outcome.status is Status.RECEIVED:
+        queued = " and queued" if outcome.queued else ", left due for the reconciler (not queued)"
     click.echo(f"{event.message_id}: {event.status} → {outcome.status}{queued}")
     return True
 
@@ -188,7 +269,7 @@ def _replay_and_say(services: Services, event: StoredEvent) -> bool:
 @click.option(
     "--older-than",
     "days",
-    type=click.IntRange(min=defaults.PRUNE_MINIMUM_DAYS),
+    type=click.IntRange(min=defaults.PRUNE_MINIMUM_DAYS, max=defaults.MAX_AGE_DAYS),
     default=defaults.PRUNE_DEFAULT_DAYS,
     show_default=True,
     help="Days since the event was received.",
@@ -196,8 +277,8 @@ def _replay_and_say(services: Services, event: StoredEvent) -> bool:
 @click.option("--include-failed", is_flag=True, help="Also delete dead and invalid events.")
 def prune(days: int, include_failed: bool) -> None:
     """Delete finished events (done, ignored, duplicate) received more than DAYS ago."""
-    with open_services() as services:
-        pruned = operations.prune(services.inbox, days, include_failed)
+    with open_inbox() as (_settings, inbox):
+        pruned = operations.prune(inbox, days, include_failed)
     click.echo(f"pruned {pruned} event(s) older than {days} days")
 
 

@@ -22,7 +22,7 @@ from fnmatch import fnmatchcase
 import defaults
 from clock import utcnow
 from event_types import EventType
-from inbox import FAILED_STATUSES, FINISHED_STATUSES, RECOVERABLE_STATUSES, Inbox, Status, StoredEvent
+from inbox import FAILED_STATUSES, FINISHED_STATUSES, RECOVERABLE_STATUSES, Inbox, Status, StoredEvent, describe_error
 from intake import read_delivery
 from work_queue import Enqueue
 
@@ -30,30 +30,42 @@ log = logging.getLogger(__name__)
 
 _RELATIVE_TIME = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# The most of each unit worth adding up before an age is refused as too long (and timedelta overflows).
+_LONGEST = {"s": 10**13, "m": 10**11, "h": 10**10, "d": 10**8, "w": 10**7}
 
 
 @dataclass(frozen=True)
 class Replayed:
     event: StoredEvent
     status: Status | None  # the status it was put back in; None when a worker holds it right now
+    queued: bool = False  # its task is in the queue (else, when received, the reconciler enqueues it)
 
 
 def replay(
     inbox: Inbox,
-    enqueue: Enqueue,
+    enqueue: Enqueue | None,
     event: StoredEvent,
     default_type: EventType | None,
     now: datetime | None = None,
 ) -> Replayed:
     """Put one stored event back to be processed, whatever its status, its type resolved again with
-    `default_type` (WEBHOOK_DEFAULT_EVENT_TYPE as configured today)."""
+    `default_type` (WEBHOOK_DEFAULT_EVENT_TYPE as configured today).
+
+    The inbox is what counts: an event put back as received is enqueued when `enqueue` is given and
+    works, and is otherwise left due, for a worker's reconciler to enqueue within a couple of minutes.
+    """
     path_type = EventType.parse(event.path_type) if event.path_type else None
     delivery = read_delivery(event.message_id, event.body, event.headers, path_type, default_type)
     if not inbox.replay(event.id, delivery, now):
         return Replayed(event, None)
-    if delivery.status is Status.RECEIVED:
-        enqueue(event.id, 0)
-    return Replayed(event, delivery.status)
+    queued = False
+    if delivery.status is Status.RECEIVED and enqueue is not None:
+        try:
+            enqueue(event.id, 0)
+            queued = True
+        except Exception as exc:  # each queue backend raises its own errors; the inbox has it due
+            log.warning("%s: not enqueued (%s); the reconciler will", event.message_id, describe_error(exc))
+    return Replayed(event, delivery.status, queued)
 
 
 def matching(
@@ -72,18 +84,35 @@ def matching(
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
-    """An ISO 8601 date or time (UTC unless it says otherwise), or an age such as 30m, 6h, 2d, 1w."""
+    """An ISO 8601 date or time (UTC unless it says otherwise), or an age such as 30m, 6h, 2d, 1w
+    (reaching back MAX_AGE_DAYS at most); a ValueError in one line otherwise."""
     text = text.strip()
     age = _RELATIVE_TIME.match(text)
     if age:
-        return (now or utcnow()) - timedelta(**{_UNITS[age.group(2)]: int(age.group(1))})
+        amount = timedelta(**{_UNITS[age.group(2)]: min(int(age.group(1)), _LONGEST[age.group(2)])})
+        if amount > timedelta(days=defaults.MAX_AGE_DAYS):
+            raise ValueError(f"{text!r} reaches back too far: ages go back {defaults.MAX_AGE_DAYS} days at most")
+        return (now or utcnow()) - amount
     try:
         when = datetime.fromisoformat(text)
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     except ValueError:
         raise ValueError(
             f"{text!r} is not a time: use 2026-11-28, 2026-11-28T14:30, or an age such as 6h or 2d"
         ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:  # a zone that takes it past year 1 or 9999
+        raise ValueError(f"{text!r} is out of range: use a time between the years 1 and 9999 UTC") from None
+
+
+def parse_statuses(text: str) -> list[Status]:
+    """Comma-separated status names, at least one (an empty list would select every status)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"name at least one status: {', '.join(Status)}")
+    unknown = [name for name in names if name not in {status.value for status in Status}]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a status: use {', '.join(Status)}")
+    return [Status(name) for name in names]
 
 
 def prune(inbox: Inbox, older_than_days: int, include_failed: bool = False, now: datetime | None = None) -> int:

@@ -5,6 +5,11 @@ failure, the API's or a handler's or a bug's, ends in a recorded status (`done`,
 `dead` or `duplicate`) with the error kept in `last_error`. The reconciler (`reconcile`) puts
 back into the queue whatever the inbox says is due, because the queue itself can lose work.
 An error can quote the API or an exception, so it is stored and logged printable (printable.py).
+
+A failure of the inbox itself (locked, disk full, connection lost) cannot be recorded in it: it is
+logged in one line naming the database error, and the event is left as the inbox has it, to run again
+once its lease runs out. Once the inbox file was deleted or replaced (InboxVanished, said once, loudly,
+by the inbox), nothing is claimed at all.
 """
 
 import logging
@@ -16,10 +21,19 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import defaults
 from clock import Clock, utcnow
-from errors import AuthenticationError, HandlerError, OptiPickError, RateLimited, ResultNotFound, UnreadableResult
+from errors import (
+    AuthenticationError,
+    HandlerError,
+    InboxUnavailable,
+    InboxVanished,
+    OptiPickError,
+    RateLimited,
+    ResultNotFound,
+    UnreadableResult,
+)
 from event_types import Event, EventType
 from handlers.registry import Registry
-from inbox import Claim, ClaimLost, HeldBy, Inbox, Status
+from inbox import Claim, ClaimLost, HeldBy, Inbox, Status, describe_error
 from optipick_client import OptiPickClient
 from printable import printable
 from results import Result
@@ -78,8 +92,12 @@ class Processor:
         (None when there was nothing to do, or the claim was lost to another worker meanwhile)."""
         try:
             claim = self.inbox.claim(event_id, self.lease_seconds, now)
-        except SQLAlchemyError as exc:  # the database is down or busy: the row stays due for later
-            log.warning("could not claim event %s (%s); the reconciler will offer it again", event_id, exc)
+        except InboxVanished:  # the inbox has said why, once: claim nothing until a restart
+            return None
+        except (SQLAlchemyError, InboxUnavailable) as exc:  # down or busy: the row stays due for later
+            log.warning(
+                "could not claim event %s (%s); the reconciler will offer it again", event_id, describe_error(exc)
+            )
             return None
         if claim is None:
             log.debug("event %s is not due or is held by another worker", event_id)
@@ -88,9 +106,13 @@ class Processor:
             self._active[claim.token] = claim
         try:
             return self._attempt(claim, now)
-        except SQLAlchemyError as exc:  # the outcome could not be recorded: the lease hands it on
+        except InboxVanished:
+            return None
+        except (SQLAlchemyError, InboxUnavailable) as exc:  # nothing can be recorded: the lease hands it on
             log.warning(
-                "%s: could not record the outcome (%s); it runs again after its lease", claim.event.message_id, exc
+                "%s: the inbox failed (%s); the event runs again once its lease runs out",
+                claim.event.message_id,
+                describe_error(exc),
             )
             return None
         finally:
@@ -102,10 +124,19 @@ class Processor:
         period); each becomes due at once for the next worker. Returns how many were given back."""
         with self._active_lock:
             claims = list(self._active.values())
-        released = sum(self.inbox.release(claim, now) for claim in claims)
+        released = sum(self._release(claim, now) for claim in claims)
         if released:
             log.warning("gave back %d event(s) cut off by the shutdown; they run again on the next start", released)
         return released
+
+    def _release(self, claim: Claim, now: datetime | None) -> bool:
+        try:
+            return self.inbox.release(claim, now)
+        except (SQLAlchemyError, InboxUnavailable) as exc:
+            log.warning(
+                "%s: could not give it back (%s); its lease hands it on", claim.event.message_id, describe_error(exc)
+            )
+            return False
 
     def _attempt(self, claim: Claim, now: datetime | None) -> Status | None:
         """One attempt at a claimed event, every failure turned into the status it deserves."""
@@ -127,6 +158,8 @@ class Processor:
             return self._retry(claim, str(exc), now, at_least=exc.retry_after or 0)
         except (OptiPickError, HandlerError) as exc:
             return self._retry(claim, str(exc), now)
+        except (SQLAlchemyError, InboxUnavailable):  # the inbox failed: recording a retry would fail too
+            raise
         except Exception as exc:  # a bug, here or in a library: keep the worker alive and the event safe
             log.exception("unexpected error while processing %s", claim.event.message_id)
             return self._retry(
@@ -223,7 +256,13 @@ class Processor:
 
     def reconcile(self, now: datetime | None = None) -> int:
         """Enqueue every event the inbox says is due; return how many."""
-        ids = self.inbox.due(now)
+        try:
+            ids = self.inbox.due(now)
+        except InboxVanished:
+            return 0
+        except (SQLAlchemyError, InboxUnavailable) as exc:
+            log.warning("the reconciler could not read the inbox (%s); it looks again in a minute", describe_error(exc))
+            return 0
         for event_id in ids:
             self._enqueue(event_id, 0)
         if ids:
@@ -234,5 +273,5 @@ class Processor:
         # Best effort: the row already records that the event is due, and the reconciler re-reads it.
         try:
             self.enqueue(event_id, delay)
-        except Exception:
-            log.warning("could not enqueue event %s; the reconciler will", event_id, exc_info=True)
+        except Exception as exc:  # each queue backend raises its own errors
+            log.warning("could not enqueue event %s (%s); the reconciler will", event_id, describe_error(exc))

@@ -10,7 +10,7 @@ from handlers import Registry, build_registry
 from inbox import Inbox
 from optipick_client import OptiPickClient
 from processing import Processor, RetryPolicy
-from work_queue import WorkQueue, close_huey, create_huey
+from work_queue import WorkQueue, create_huey
 
 
 @dataclass
@@ -24,8 +24,10 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock = utcnow) -> "Services":
+        """Open everything the web side and the workers use. A SQLite queue file that cannot be used is
+        moved aside and made again (the queue is disposable; the inbox is the truth)."""
         inbox = Inbox.open(settings.database_url, clock)
-        queue = WorkQueue(create_huey(settings.queue_url))
+        queue = WorkQueue(create_huey(settings.queue_url, repair=True))
         client = OptiPickClient(
             settings.optipick_api_url,
             settings.optipick_api_key,
@@ -51,5 +53,5 @@ class Services:
 
     def close(self) -> None:
         self.client.close()
-        close_huey(self.queue.huey)
+        self.queue.close()
         self.inbox.close()

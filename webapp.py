@@ -2,8 +2,11 @@
 
 The request path never calls the OptiPick API. Order of work, cheapest rejection first:
 method (405) → size (413) → content type (415) → signature (401) → id and payload checks (400)
-→ durable insert (503 when it fails) → enqueue (best effort) → 2xx.
-A 2xx is sent only once the delivery is committed to the inbox, or was already there.
+→ durable insert (503 when it fails) → enqueue (best effort, briefly) → 2xx.
+A 2xx is sent only once the delivery is committed to the inbox, or was already there; and every
+delivery is answered within ACK_DEADLINE_SECONDS of the moment a server thread takes it: the commit
+waits for the database until the deadline less what the enqueue and the answer may take
+(defaults.ANSWER_RESERVE_SECONDS), then gives up with a 503, which Svix retries.
 """
 
 import logging
@@ -16,8 +19,9 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 import defaults
 from config import configure_logging, load_settings
+from errors import InboxUnavailable
 from event_types import EventType
-from inbox import Status
+from inbox import Status, describe_error
 from intake import MESSAGE_ID_PATTERN, message_id_of, read_delivery
 from printable import printable
 from services import Services
@@ -70,7 +74,7 @@ def create_app(services: Services | None = None) -> Flask:
 
 def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Response, int, dict[str, str]]:
     """POST /webhook: verify the delivery, store it durably, enqueue it, and answer; never call the API."""
-    started = time.perf_counter()
+    started = time.monotonic()
     services: Services = current_app.extensions["optipick"]
     verifier: SignatureVerifier = current_app.extensions["optipick.verifier"]
 
@@ -107,20 +111,21 @@ def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Re
         return error(400, "unusable message id", headers=ABORT_HEADERS)
 
     delivery = read_delivery(message_id, body, request.headers, path_event_type, services.settings.default_event_type)
+    deadline = started + services.settings.ack_deadline - defaults.ANSWER_RESERVE_SECONDS
     try:
-        added = services.inbox.add(delivery)
-    except SQLAlchemyError as exc:
-        log.error("could not store delivery %s, answering 503: %s", message_id, type(exc).__name__)
+        added = services.inbox.add(delivery, deadline=deadline)
+    except (SQLAlchemyError, InboxUnavailable) as exc:
+        log.error("could not store delivery %s, answering 503: %s", message_id, describe_error(exc))
         return error(503, "cannot store the delivery now", headers={"Retry-After": str(defaults.RETRY_AFTER_ON_503)})
 
     stored = added.event
     if added.created and stored.status is Status.RECEIVED:
         try:
-            services.queue.enqueue(stored.id)
+            services.queue.offer(stored.id)
         except Exception as exc:  # the row is committed; the reconciler will enqueue it
             log.warning("stored %s but could not enqueue it (%s); the reconciler will", message_id, type(exc).__name__)
 
-    elapsed_ms = (time.perf_counter() - started) * 1000
+    elapsed_ms = (time.monotonic() - started) * 1000
     log.info(
         "%s %s: %s, type %s, request %s (%.1f ms)",
         "accepted" if added.created else "redelivered",
@@ -138,11 +143,12 @@ def receive(path_type: str | None) -> Response | tuple[Response, int] | tuple[Re
 
 
 def healthz() -> tuple[Response, int]:
+    """GET /healthz: 200 when a delivery could be stored now, else 503 (Inbox.check says how it tells)."""
     services: Services = current_app.extensions["optipick"]
     try:
-        services.inbox.ping()
-    except SQLAlchemyError as exc:
-        log.error("health check failed: the inbox database is unusable (%s)", type(exc).__name__)
+        services.inbox.check(time.monotonic() + defaults.HEALTH_CHECK_SECONDS)
+    except (SQLAlchemyError, InboxUnavailable) as exc:
+        log.error("health check failed: the inbox cannot store a delivery now (%s)", describe_error(exc))
         return jsonify(status="unavailable"), 503
     return jsonify(status="ok"), 200
 

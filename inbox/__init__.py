@@ -11,7 +11,7 @@
 Callers import from here: `from inbox import Inbox, Status`.
 """
 
-from inbox.database import Database, PostgresDatabase, SqliteDatabase, open_database
+from inbox.database import Database, PostgresDatabase, SqliteDatabase, describe_error, open_database
 from inbox.records import (
     Added,
     Claim,
@@ -58,6 +58,7 @@ __all__ = [
     "SqliteDatabase",
     "Status",
     "StoredEvent",
+    "describe_error",
     "events",
     "history",
     "metadata",

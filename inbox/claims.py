@@ -3,7 +3,8 @@
 A claim hands an event to one worker until its lease runs out; every later write of that worker
 (`reserve`, `finish`, `retry_later`, `release`, `renew`) acts only while the row still carries the
 claim's token, so a worker that lost its claim (its lease ran out, another took over) changes nothing.
-These writes go through the bookkeeping engine, each in its turn among the service's writers.
+These writes go through the bookkeeping engine, each in its turn among the service's writers, and
+none is made once the inbox file was deleted or replaced under the service (InboxVanished).
 """
 
 import functools
@@ -69,7 +70,9 @@ class Claims:
 
     @contextmanager
     def _bookkeeping_write(self) -> Iterator[Connection]:
-        """A transaction of the workers' bookkeeping, in its turn."""
+        """A transaction of the workers' bookkeeping, in its turn; none once the database is no longer
+        the one opened (InboxVanished), so a worker stops claiming instead of writing where nothing counts."""
+        self.database.verify()
         with self.database.turn(), self.database.bookkeeping.begin() as conn:
             yield conn
 

@@ -4,7 +4,9 @@ The queue (Huey) only carries inbox ids and may lose them (a consumer killed mid
 task), so every decision is taken here, with single-statement compare-and-set updates:
 
 - `add` inserts a delivery under a unique message id (the svix-id): a redelivery changes nothing.
-  Concurrent deliveries share a transaction and its one durable commit (group_commit.py).
+  Concurrent deliveries share a transaction and its one durable commit (group_commit.py), which
+  waits for the database no later than the delivery's deadline.
+- `check` says whether a delivery could be stored now, for GET /healthz.
 - `claim` hands an event to one worker for a lease; `reserve`, `finish` and `retry_later` only act
   while that claim is still the worker's own (the claim token is the fence).
 - `due` lists what the reconciler must enqueue again: work never enqueued, retries that are due,
@@ -12,17 +14,19 @@ task), so every decision is taken here, with single-statement compare-and-set up
 """
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 import defaults
 from clock import Clock, utcnow
-from errors import ConfigError
+from errors import ConfigError, InboxUnavailable
 from inbox.claims import Claims
-from inbox.database import Database, open_database
+from inbox.database import Database, describe_error, open_database
 from inbox.group_commit import GroupCommit
 from inbox.records import Added, HistoryEntry, NewDelivery, StoredEvent
 from inbox.schema import SCHEMA_VERSION, Status, events, history, metadata, schema_info
@@ -41,8 +45,15 @@ class Inbox(Claims):
         # from text) would be work done while the other writers wait for their turn.
         self._add = database.insert(events).on_conflict_do_nothing(index_elements=["msg_id"]).returning(events.c.id)
         self._adds: GroupCommit[dict[str, Any], tuple[int, StoredEvent | None]] = GroupCommit(
-            database.engine, self._add_one, turn=database.turn, order=lambda values: values["msg_id"]
+            database.engine,
+            self._add_one,
+            turn=database.turn,
+            order=lambda values: values["msg_id"],
+            bound=database.bound,
+            verify=database.verify,
         )
+        # Why the last delivery could not be stored, until one is (or a trial write in `check` succeeds).
+        self.write_failure: str | None = None
 
     @classmethod
     def open(cls, url: str, clock: Clock = utcnow) -> "Inbox":
@@ -58,14 +69,22 @@ class Inbox(Claims):
         return self.database.engine
 
     def check_schema(self) -> None:
-        """Record the schema version in a new database; raise ConfigError when it differs."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                self.database.insert(schema_info)
-                .values(id=1, version=SCHEMA_VERSION)
-                .on_conflict_do_nothing(index_elements=["id"])
-            )
-            version = conn.scalar(select(schema_info.c.version).where(schema_info.c.id == 1))
+        """Record the schema version in a new database; raise ConfigError when it differs.
+
+        Only a new database is written to: a process starting (a gunicorn worker booting) while
+        another program holds the inbox for writing reads the version and starts all the same.
+        """
+        version_now = select(schema_info.c.version).where(schema_info.c.id == 1)
+        with self.engine.connect() as conn:
+            version = conn.scalar(version_now)
+        if version is None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    self.database.insert(schema_info)
+                    .values(id=1, version=SCHEMA_VERSION)
+                    .on_conflict_do_nothing(index_elements=["id"])
+                )
+                version = conn.scalar(version_now)
         if version != SCHEMA_VERSION:
             raise ConfigError(
                 f"DATABASE_URL holds an inbox of schema version {version}, but this version of "
@@ -81,11 +100,13 @@ class Inbox(Claims):
 
     # Intake -----------------------------------------------------------------------------------
 
-    def add(self, delivery: NewDelivery, now: datetime | None = None) -> Added:
+    def add(self, delivery: NewDelivery, now: datetime | None = None, deadline: float | None = None) -> Added:
         """Store a delivery unless its message id is already stored (an atomic insert-or-ignore).
 
         Returns once the row is committed durably (with other deliveries that arrived meanwhile), with
-        the stored row either way, so a redelivery gets the answer the first delivery got.
+        the stored row either way, so a redelivery gets the answer the first delivery got. With a
+        `deadline` (time.monotonic()), raises rather than wait for the database past it: a
+        SQLAlchemyError or InboxUnavailable means not stored, or stored where it may not count.
         """
         now = now or self.clock()
         values = {
@@ -104,7 +125,14 @@ class Inbox(Claims):
             # Until a worker claims it, the reconciler leaves a new event to the task enqueued with it.
             "next_attempt_at": now + timedelta(seconds=defaults.RECONCILE_AFTER_SECONDS),
         }
-        event_id, stored = self._adds.submit(values)
+        try:
+            event_id, stored = self._adds.submit(values, deadline)
+        except (SQLAlchemyError, InboxUnavailable) as exc:
+            if not isinstance(exc, IntegrityError | DataError):  # the database's fault, not this delivery's
+                self.write_failure = describe_error(exc)
+            raise
+        if self.write_failure is not None:
+            self.write_failure = None
         if stored is not None:
             return Added(stored, created=False)
         # Built here, after the commit, rather than in the writers' turn.
@@ -207,6 +235,27 @@ class Inbox(Claims):
         """Raise unless the database answers and the inbox table is there."""
         with self.engine.connect() as conn:
             conn.execute(select(events.c.id).limit(1)).all()
+
+    def check(self, deadline: float) -> None:
+        """Raise (SQLAlchemyError, InboxUnavailable) unless a delivery could be stored now, waiting for
+        the database no later than `deadline` (time.monotonic()).
+
+        The file must still be the one opened, and the inbox table must answer. After a delivery
+        could not be stored, only a write shows the way is clear again (a lock released, a disk with
+        room, a file writable): a committed one that changes nothing, taking its turn like a delivery.
+        """
+        self.database.verify()
+        with self.engine.connect() as conn:
+            if self.write_failure is None:
+                with conn.begin():
+                    self.database.bound(conn, max(0.001, deadline - time.monotonic()))
+                    conn.execute(select(events.c.id).limit(1)).all()
+                return
+            with self.database.turn(deadline), conn.begin():
+                self.database.bound(conn, max(0.001, deadline - time.monotonic()))
+                conn.execute(update(schema_info).where(schema_info.c.id == 1).values(version=schema_info.c.version))
+        self.database.verify()
+        self.write_failure = None
 
     def _events(self, query: Any) -> list[StoredEvent]:
         with self.engine.connect() as conn:
