@@ -9,15 +9,12 @@ schema of its own (the inbox's and Huey's tables both), dropped afterwards; each
 database index first. Tests that do not request `backend` run on SQLite as before.
 """
 
-import base64
 import json
 import os
-import secrets
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,6 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
-from svix.webhooks import Webhook
 from werkzeug.test import TestResponse
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -38,38 +34,12 @@ from config import Settings, load_settings  # noqa: E402
 from inbox import Inbox  # noqa: E402
 from optipick_standin import StandInApi  # noqa: E402
 from services import Services  # noqa: E402
+from signatures import new_secret, signed_headers  # noqa: E402
 from webapp import create_app  # noqa: E402
 
 API_KEY = "test-api-key-" + "k" * 20
 ROUTE_ID = "67d3f1a95e593173d0a1b2c4"
 CLUSTER_ID = "67d3f2af5e593173d0a1b2d9"
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def new_msg_id() -> str:
-    return "msg_" + uuid.uuid4().hex
-
-
-def signed_headers(
-    secret: str,
-    body: bytes | str,
-    msg_id: str | None = None,
-    timestamp: datetime | None = None,
-    prefix: str = "svix",
-) -> dict[str, str]:
-    """The headers Svix would send with `body`, signed with `secret` at `timestamp` (now by default)."""
-    msg_id = msg_id or new_msg_id()
-    timestamp = timestamp or datetime.now(UTC)
-    text = body.decode() if isinstance(body, bytes) else body
-    return {
-        "content-type": "application/json",
-        f"{prefix}-id": msg_id,
-        f"{prefix}-timestamp": str(int(timestamp.timestamp())),
-        f"{prefix}-signature": Webhook(secret).sign(msg_id, timestamp, text),
-    }
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from conftest import PROJECT_DIR, new_secret, signed_headers
+from conftest import PROJECT_DIR
 from crash_common import (
     CHOSEN_HANDLER_AFTER,
     CHOSEN_HANDLER_MID,
@@ -42,6 +42,7 @@ from sqlalchemy import func, select
 import defaults
 from inbox import FINAL_STATUSES, Inbox, Status, events, history
 from optipick_standin import StandInApi
+from signatures import new_secret, signed_headers
 
 WEB_WORKERS = 2
 WORKERS = 2

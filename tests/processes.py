@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from conftest import PROJECT_DIR, new_msg_id, signed_headers
+from conftest import PROJECT_DIR
 
 from config import SETTING_NAMES
+from signatures import new_message_id, signed_headers
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -127,7 +128,7 @@ class Process:
 def deliver(base_url: str, secret: str, payload: Mapping[str, Any], path: str = "/webhook") -> tuple[str, int]:
     """POST a delivery signed for real, as Svix would; return its message id and the HTTP status."""
     body = json.dumps(payload)
-    msg_id = new_msg_id()
+    msg_id = new_message_id()
     response = requests.post(base_url + path, data=body, headers=signed_headers(secret, body, msg_id), timeout=10)
     return msg_id, response.status_code
 

@@ -30,9 +30,7 @@ from conftest import (
     TEST_REDIS_URL,
     Backend,
     drain,
-    new_msg_id,
     schema_url,
-    signed_headers,
 )
 from counting_handler import read_counts
 from huey import PostgresHuey, RedisHuey, SqliteHuey
@@ -46,6 +44,7 @@ import work_queue
 from config import load_settings
 from errors import ConfigError
 from inbox import Inbox, NewDelivery, Status, events, utcnow
+from signatures import new_message_id, signed_headers
 
 EXAMPLE_USER = "673f48095739843f4de65ec9"
 HUEY_CLASSES = {"sqlite": SqliteHuey, "postgres+redis": RedisHuey, "postgres+pghuey": PostgresHuey}
@@ -120,7 +119,7 @@ def test_signed_deliveries_are_fetched_once_and_written(backend, sender, service
 def test_concurrent_redeliveries_store_one_row_and_fetch_once(backend, app, services, api, settings, secret):
     """The same message delivered by eight requests at once is stored once, enqueued once and fetched once."""
     body = json.dumps({"request_id": ROUTE_ID})
-    headers = signed_headers(secret, body, new_msg_id())
+    headers = signed_headers(secret, body, new_message_id())
 
     def post():
         response = app.test_client().post("/webhook/route", data=body, headers=headers)
@@ -254,7 +253,7 @@ def test_reconcilers_side_by_side_hand_out_each_due_event_once(backend, services
     ids = [
         services.inbox.add(
             NewDelivery(
-                new_msg_id(), Status.RECEIVED, b"{}", {}, "route.optimized", kind="route", request_id=f"{i:024x}"
+                new_message_id(), Status.RECEIVED, b"{}", {}, "route.optimized", kind="route", request_id=f"{i:024x}"
             )
         ).event.id
         for i in range(200)
@@ -497,7 +496,7 @@ def test_gunicorn_and_two_workers_process_each_delivery_exactly_once(backend, en
     for kind, request_id in zip(kinds, request_ids, strict=True):
         api.add_result(kind, request_id)
     api.delay = 0.05  # every fetch takes a moment, so the work spreads over both workers
-    deliveries = [(kind, request_id, new_msg_id()) for kind, request_id in zip(kinds, request_ids, strict=True)]
+    deliveries = [(kind, request_id, new_message_id()) for kind, request_id in zip(kinds, request_ids, strict=True)]
     sends = deliveries + deliveries[::5]  # every fifth message delivered twice, the same svix-id
 
     port = free_port()

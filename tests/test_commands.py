@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import API_KEY, CLUSTER_ID, PROJECT_DIR, ROUTE_ID, drain, new_secret
+from conftest import API_KEY, CLUSTER_ID, PROJECT_DIR, ROUTE_ID, drain
 from processes import Process, config_env, free_port, process_env, wait_until
 from werkzeug.serving import make_server
 
@@ -22,6 +22,7 @@ import checks
 import defaults
 from inbox import Inbox, Status
 from main import cli
+from signatures import new_secret
 
 # send-test -------------------------------------------------------------------------------------
 

@@ -3,12 +3,13 @@
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, new_secret
+from conftest import API_KEY
 
 import defaults
 from config import load_settings
 from errors import ConfigError
 from event_types import EventType, Kind
+from signatures import new_secret
 
 
 def minimal(**extra: str) -> dict[str, str]:

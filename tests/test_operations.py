@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import API_KEY, CLUSTER_ID, ROUTE_ID, drain, new_msg_id, new_secret
+from conftest import API_KEY, CLUSTER_ID, ROUTE_ID, drain
 from processes import config_env
 from sqlalchemy import func, select, update
 from worker_support import deliver, services_with
@@ -24,6 +24,7 @@ from inbox import Status, StoredEvent
 from main import cli
 from optipick_standin import StandInApi
 from services import Services
+from signatures import new_message_id, new_secret
 
 UNKNOWN_ID = "0" * 24  # a request id the stand-in API has no result for (yet)
 ROUTE_2 = "2" * 24
@@ -57,7 +58,7 @@ def route_event(services, sender, request_id: str = ROUTE_ID, **payload) -> Stor
 
 def send_invalid(sender, services) -> StoredEvent:
     """An authentic delivery without a request id: stored as invalid, answered 400."""
-    msg_id = new_msg_id()
+    msg_id = new_message_id()
     assert sender.send({"type": "route.optimized"}, msg_id=msg_id).status_code == 400
     return services.inbox.by_msg_id(msg_id)
 
@@ -618,7 +619,7 @@ def test_show_prints_a_done_event_in_full(environ, services, sender, api, secret
     """`show` prints ids, status, attempts, type, request id, times, the result summary, the whole history
     (received, claimed with attempt numbers, retrying with its error, done), headers and the pretty payload."""
     api.fail_first("route", ROUTE_ID, (503, {}, {"message": "Service Unavailable"}))
-    msg_id = new_msg_id()
+    msg_id = new_message_id()
     response = sender.send({"request_id": ROUTE_ID, "note": "Lagerhalle Süd"}, path="/webhook/route", msg_id=msg_id)
     assert response.status_code == 200
     event = services.inbox.by_msg_id(msg_id)
@@ -689,7 +690,7 @@ def test_show_prints_the_last_error_and_next_look_of_a_retrying_event(environ, s
 def test_show_prints_a_body_that_is_not_json_as_it_came(environ, services, sender):
     """An invalid event whose body is not JSON shows its error, type unknown, only `received` in history, and the
     raw bytes."""
-    msg_id = new_msg_id()
+    msg_id = new_message_id()
     assert sender.send("not json at all", msg_id=msg_id).status_code == 400
 
     lines = run(environ, "show", msg_id).stdout.splitlines()

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, CLUSTER_ID, ROUTE_ID, Sender, drain, new_msg_id
+from conftest import API_KEY, CLUSTER_ID, ROUTE_ID, Sender, drain
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 from worker_support import deliver, services_with
@@ -25,6 +25,7 @@ from inbox import Status
 from optipick_client import OptiPickClient
 from optipick_standin import StandInApi, example_result
 from results import Result
+from signatures import new_message_id
 
 USER = "673f48095739843f4de65ec9"
 SECOND = timedelta(seconds=1)
@@ -630,7 +631,7 @@ def test_interrupted_last_attempt_keeps_the_earlier_error(environ, api):
 
 def test_same_message_twice_is_one_row_processed_once(api, services, sender):
     """The same svix-id delivered twice makes one row, one task and one fetch."""
-    msg_id = new_msg_id()
+    msg_id = new_message_id()
     first = sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
     again = sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
     assert (first.status_code, first.get_json()) == (200, {"status": "received"})
@@ -643,7 +644,7 @@ def test_same_message_twice_is_one_row_processed_once(api, services, sender):
 
 def test_concurrent_deliveries_of_one_message_are_one_row(api, services, app, secret):
     """The same svix-id delivered from several threads at once makes one row and one fetch."""
-    msg_id = new_msg_id()
+    msg_id = new_message_id()
     threads = 6
     barrier = threading.Barrier(threads)
     answers = []

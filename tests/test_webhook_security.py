@@ -19,7 +19,7 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import API_KEY, ROUTE_ID, drain, new_msg_id, new_secret, signed_headers
+from conftest import API_KEY, ROUTE_ID, drain
 from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
@@ -28,6 +28,7 @@ import work_queue
 from config import load_settings
 from inbox import Status, metadata, utcnow
 from services import Services
+from signatures import new_message_id, new_secret, signed_headers
 from webapp import create_app
 
 BODY = json.dumps({"request_id": ROUTE_ID}).encode()
@@ -77,7 +78,7 @@ def signed(secret: str, body: bytes = BODY, **changes: str | None) -> dict[str, 
 
 def signed_raw(secret: str, body: bytes, timestamp: str | None = None) -> dict[str, str]:
     """Headers signed by hand over any bytes (UTF-8 or not) and any literal timestamp (now by default)."""
-    msg_id, timestamp = new_msg_id(), timestamp or now_ts()
+    msg_id, timestamp = new_message_id(), timestamp or now_ts()
     signature = raw_signature(secret, msg_id, timestamp, body)
     return {
         "content-type": "application/json",
@@ -223,7 +224,7 @@ FORGED: dict[str, Build] = {
         signed(s, b'{"request_id": "%s", "type": "route.optimized"}' % ROUTE_ID.encode()),
     ),
     "trailing newline added": lambda s: (BODY + b"\n", signed(s)),
-    "svix-id changed after signing": lambda s: (BODY, signed(s, svix_id=new_msg_id())),
+    "svix-id changed after signing": lambda s: (BODY, signed(s, svix_id=new_message_id())),
     "svix-timestamp changed after signing": lambda s: (BODY, signed(s, svix_timestamp=now_ts(-2))),
     "signature of an empty body": lambda s: (BODY, signed(s, b"")),
     # 8: malformed signature lists are 401, never 500
@@ -261,8 +262,8 @@ def test_forged_delivery_is_401_and_stores_nothing(build, client, services, secr
 
 def test_stale_rejection_heals_when_svix_retries_with_a_fresh_signature(client, services, secret):
     """Row 29: a delivery refused for its timestamp is accepted when retried, same id, signed afresh."""
-    msg_id = new_msg_id()
-    stale = signed_headers(secret, BODY, msg_id, timestamp=datetime.now(UTC) - timedelta(minutes=10))
+    msg_id = new_message_id()
+    stale = signed_headers(secret, BODY, msg_id, now=datetime.now(UTC) - timedelta(minutes=10))
     assert client.post("/webhook", data=BODY, headers=stale).status_code == 401
     response = client.post("/webhook", data=BODY, headers=signed_headers(secret, BODY, msg_id))
     assert response.status_code == 200
@@ -282,11 +283,11 @@ ACCEPTED: dict[str, Build] = {
     "valid entry after a v1a entry": with_signature(lambda sig: f"{V1A} {sig}"),
     "timestamp 290 s old": lambda s: (
         BODY,
-        signed_headers(s, BODY, timestamp=datetime.now(UTC) - timedelta(seconds=290)),
+        signed_headers(s, BODY, now=datetime.now(UTC) - timedelta(seconds=290)),
     ),
     "timestamp 290 s ahead": lambda s: (
         BODY,
-        signed_headers(s, BODY, timestamp=datetime.now(UTC) + timedelta(seconds=290)),
+        signed_headers(s, BODY, now=datetime.now(UTC) + timedelta(seconds=290)),
     ),
     "svix-id of 255 characters": lambda s: (BODY, signed_headers(s, BODY, "m" * 255)),
     "content type with charset": lambda s: (BODY, {**signed(s), "content-type": "application/json; charset=utf-8"}),
@@ -467,7 +468,7 @@ INVALID_BODIES = {
 @pytest.mark.parametrize("body", INVALID_BODIES.values(), ids=INVALID_BODIES.keys())
 def test_signed_unusable_payload_is_stored_invalid_and_aborted(body, client, services, secret):
     """An authentic unusable payload is kept as `invalid`, answered 400 + abort-message, also on redelivery."""
-    msg_id = new_msg_id()
+    msg_id = new_message_id()
     for _attempt in range(2):
         response = client.post("/webhook", data=body, headers=signed_headers(secret, body, msg_id))
         check(response)
@@ -537,7 +538,7 @@ def test_signed_delivery_with_unusable_id_is_400_and_not_stored(msg_id, client, 
 
 def test_redelivery_is_acknowledged_without_a_second_row_or_task(sender, services, api):
     """Svix retries (re-signed, same svix-id) are 2xx duplicates: one row, one task, one fetch."""
-    msg_id = new_msg_id()
+    msg_id = new_message_id()
     first = sender.send(BODY, msg_id=msg_id)
     second = sender.send(BODY, msg_id=msg_id)
     assert (first.status_code, first.get_json()) == (200, {"status": "received"})
@@ -576,7 +577,7 @@ def test_identical_concurrent_deliveries_make_one_row_and_one_task(server, servi
 def test_inbox_down_is_503_with_retry_after_and_nothing_half_written(sender, services, settings, caplog):
     """When the inbox cannot store, the answer is 503 + Retry-After, nothing is queued, and Svix's retry lands."""
     drop_table(settings.database_url, "inbox_events")
-    msg_id = new_msg_id()
+    msg_id = new_message_id()
     response = sender.send(BODY, msg_id=msg_id)
     check(response)
     assert response.status_code == 503
@@ -593,7 +594,7 @@ def test_inbox_down_is_503_with_retry_after_and_nothing_half_written(sender, ser
 def test_queue_down_after_commit_is_2xx_and_the_reconciler_enqueues_later(sender, services, settings, api):
     """A broken queue after the commit still gets 2xx; the row stays `received` and the reconciler queues it."""
     drop_table(settings.queue_url, "task")
-    msg_id = new_msg_id()
+    msg_id = new_message_id()
     response = sender.send(BODY, msg_id=msg_id)
     check(response)
     assert response.status_code == 200

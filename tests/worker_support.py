@@ -4,11 +4,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from conftest import Sender, new_msg_id
+from conftest import Sender
 
 from config import load_settings
 from inbox import Inbox, StoredEvent
 from services import Services
+from signatures import new_message_id
 from webapp import create_app
 
 
@@ -28,7 +29,7 @@ def deliver(
     sender: Sender, inbox: Inbox, payload: Mapping[str, Any], path: str = "/webhook", msg_id: str | None = None
 ) -> StoredEvent:
     """Send a signed delivery, check it was acknowledged, and return its inbox row."""
-    msg_id = msg_id or new_msg_id()
+    msg_id = msg_id or new_message_id()
     response = sender.send(payload, path=path, msg_id=msg_id)
     assert response.status_code == 200, response.get_json()
     stored = inbox.by_msg_id(msg_id)
