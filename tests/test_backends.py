@@ -21,23 +21,14 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from conftest import (
-    API_KEY,
-    CLUSTER_ID,
-    PROJECT_DIR,
-    ROUTE_ID,
-    TEST_DATABASE_URL,
-    TEST_REDIS_URL,
-    Backend,
-    drain,
-    schema_url,
-)
-from counting_handler import read_counts
 from huey import PostgresHuey, RedisHuey, SqliteHuey
-from processes import Process, free_port, process_env, wait_until
 from sqlalchemy import create_engine, text, update
 from sqlalchemy.pool import NullPool
-from worker_support import deliver
+from support.backends import TEST_DATABASE_URL, TEST_REDIS_URL, Backend, schema_url
+from support.counting_handler import read_counts
+from support.deliveries import deliver, drain
+from support.processes import PROJECT_DIR, Process, free_port, process_env, wait_until
+from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 
 import defaults
 import work_queue
@@ -501,7 +492,9 @@ def test_gunicorn_and_two_workers_process_each_delivery_exactly_once(backend, en
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = process_env(environ, PORT=str(port), HANDLER_MODULES="counting_handler", COUNT_FILE=str(tmp_path / "count"))
+    env = process_env(
+        environ, PORT=str(port), HANDLER_MODULES="support.counting_handler", COUNT_FILE=str(tmp_path / "count")
+    )
     gunicorn = ["-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "webapp:create_app()"]
     processes = [
         Process(gunicorn, env, tmp_path / "web.log"),

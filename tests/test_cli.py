@@ -8,8 +8,9 @@ from datetime import datetime
 
 import pytest
 from click.testing import CliRunner
-from conftest import API_KEY, CLUSTER_ID, PROJECT_DIR, ROUTE_ID, drain
-from processes import config_env, process_env
+from support.deliveries import drain
+from support.processes import PROJECT_DIR, config_env, process_env
+from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 
 from main import cli
 

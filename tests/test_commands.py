@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import API_KEY, CLUSTER_ID, PROJECT_DIR, ROUTE_ID, drain
-from processes import Process, config_env, free_port, process_env, wait_until
+from support.deliveries import drain
+from support.processes import PROJECT_DIR, Process, config_env, free_port, process_env, wait_until
+from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 from werkzeug.serving import make_server
 
 import checks
@@ -263,12 +264,12 @@ def assert_no_key_printed(result: Result, *hidden: str) -> None:
 
 def test_check_passes_against_the_standin(environ, secret):
     """With a working configuration every check is OK, the command exits 0, and no secret is printed."""
-    result = run_check(environ, HANDLER_MODULES="counting_handler")
+    result = run_check(environ, HANDLER_MODULES="support.counting_handler")
 
     assert result.exit_code == 0, result.output
     lines = check_lines(result)
     assert {label for label, _ in lines.values()} == {"OK"}
-    assert lines["handlers"][1] == "built-in handlers and counting_handler"
+    assert lines["handlers"][1] == "built-in handlers and support.counting_handler"
     assert_no_key_printed(result, secret, secret.removeprefix("whsec_"))
 
 
@@ -309,7 +310,7 @@ def results_under_a_file(tmp_path: Path, environ: dict[str, str]) -> dict[str, s
 
 
 def handler_missing(tmp_path: Path, environ: dict[str, str]) -> dict[str, str]:
-    return {"HANDLER_MODULES": "example_handlers, no_such_handler_module"}
+    return {"HANDLER_MODULES": "support.example_handlers, no_such_handler_module"}
 
 
 Breakage = Callable[[Path, dict[str, str]], dict[str, str]]

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY
+from support.standin import API_KEY
 
 import defaults
 from config import load_settings

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY
-from crash_support import (
+from support.crash_support import (
     SENDER_DEADLINE_SECONDS,
     WORKER_THREADS,
     Answer,
@@ -47,7 +46,8 @@ from crash_support import (
     read_rows,
     receiver_env,
 )
-from processes import free_port
+from support.processes import free_port
+from support.standin import API_KEY
 
 import defaults
 from inbox import Inbox, Status

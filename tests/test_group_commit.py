@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Backend
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, event, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
+from support.backends import Backend
 
 from group_commit import GroupCommit
 from inbox import Inbox, NewDelivery, Status, create_db_engine, writers_lock

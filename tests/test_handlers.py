@@ -6,10 +6,10 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-import example_handlers
 import pytest
-from conftest import CLUSTER_ID, ROUTE_ID, drain
-from worker_support import deliver, services_with
+from support import example_handlers
+from support.deliveries import deliver, drain, services_with
+from support.standin import CLUSTER_ID, ROUTE_ID
 
 from config import load_settings
 from errors import ConfigError, HandlerError
@@ -354,7 +354,7 @@ def example_calls():
 def test_handler_module_is_loaded_and_called_with_the_event(environ, example_calls):
     """A module named in HANDLER_MODULES registers its handler, which gets every Event field and the parsed result."""
     event_type = f"route.optimized.Example.{USER}"
-    with services_with(environ, HANDLER_MODULES="example_handlers") as (services, sender):
+    with services_with(environ, HANDLER_MODULES="support.example_handlers") as (services, sender):
         stored = deliver(sender, services.inbox, {"request_id": ROUTE_ID, "type": event_type})
         other = deliver(sender, services.inbox, {"request_id": CLUSTER_ID}, path="/webhook/cluster")
         assert drain(services) == 2
@@ -381,9 +381,9 @@ def test_handler_module_is_loaded_and_called_with_the_event(environ, example_cal
     ("modules", "message"),
     [
         ("no_such_handler_module_xyz", "cannot be imported"),
-        ("example_handlers no_such_handler_module_xyz", "cannot be imported"),
+        ("support.example_handlers no_such_handler_module_xyz", "cannot be imported"),
         ("textwrap", "has no register"),  # importable, but not a handler module
-        ("bad_pattern_handlers", "not a handler pattern"),
+        ("support.bad_pattern_handlers", "not a handler pattern"),
     ],
 )
 def test_bad_handler_module_is_a_config_error(environ, modules, message):

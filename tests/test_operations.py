@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import API_KEY, CLUSTER_ID, ROUTE_ID, drain
-from processes import config_env
 from sqlalchemy import func, select, update
-from worker_support import deliver, services_with
+from support.deliveries import deliver, drain, services_with
+from support.processes import config_env
+from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 
 import defaults
 import inbox as inbox_module

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, CLUSTER_ID, ROUTE_ID, Sender, drain
+from support.deliveries import Sender, deliver, drain, services_with
+from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
-from worker_support import deliver, services_with
 
 import defaults
 from errors import ApiUnavailable

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import API_KEY, ROUTE_ID
-from counting_handler import read_counts
-from processes import Launch, Process, deliver, process_env, wait_until
+from support.counting_handler import read_counts
+from support.deliveries import post_delivery
+from support.processes import Launch, Process, process_env, wait_until
+from support.standin import API_KEY, ROUTE_ID
 
 from inbox import Status
 
@@ -33,13 +34,13 @@ pytestmark = [
 
 @pytest.fixture
 def receiver_env(environ: dict[str, str], tmp_path: Path, port: int) -> Callable[..., dict[str, str]]:
-    """The environment of a receiver whose only own handler is tests/slow_handler.py."""
+    """The environment of a receiver whose only own handler is tests/support/slow_handler.py."""
 
     def build(slow_seconds: float, **overrides: str) -> dict[str, str]:
         return process_env(
             environ,
             PORT=str(port),
-            HANDLER_MODULES="slow_handler",
+            HANDLER_MODULES="support.slow_handler",
             STARTED_FILE=str(tmp_path / "started"),
             COUNT_FILE=str(tmp_path / "count"),
             SLOW_SECONDS=str(slow_seconds),
@@ -53,7 +54,7 @@ def start_slow_event(launch: Launch, env: dict[str, str], base_url: str, secret:
     """Start a receiver, deliver one route event and return (process, message id) once its handler is running."""
     receiver = launch(["main.py"], env)
     receiver.wait_healthy(base_url)
-    msg_id, status = deliver(base_url, secret, {"request_id": ROUTE_ID}, path="/webhook/route")
+    msg_id, status = post_delivery(base_url, secret, {"request_id": ROUTE_ID}, path="/webhook/route")
     assert status == 200
     wait_until(
         lambda: read_counts(tmp_path / "started") == [f"started {msg_id}"],

@@ -2,7 +2,8 @@
 
 import json
 
-from conftest import ROUTE_ID, drain
+from support.deliveries import drain
+from support.standin import ROUTE_ID
 
 from inbox import Status
 

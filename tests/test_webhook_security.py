@@ -19,8 +19,9 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import API_KEY, ROUTE_ID, drain
 from sqlalchemy.engine import make_url
+from support.deliveries import drain
+from support.standin import API_KEY, ROUTE_ID
 from werkzeug.serving import make_server
 
 import defaults

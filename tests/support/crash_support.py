@@ -1,5 +1,5 @@
 """The crash suite's harness: the receiver as real processes (gunicorn with the test-only crash_app, and
-`python main.py worker` processes with the crash_handler module), a plan of signed deliveries, senders that
+`python main.py worker` processes with the support.crash_handler module), a plan of signed deliveries, senders that
 retry like Svix, a chaos thread that SIGKILLs processes from the outside, a supervisor that restarts them,
 the wait for every acknowledged delivery to reach a final status, and the figures of a run.
 
@@ -26,8 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from conftest import PROJECT_DIR
-from crash_common import (
+from sqlalchemy import func, select
+
+import defaults
+from inbox import FINAL_STATUSES, Inbox, Status, events, history
+from optipick_standin import StandInApi
+from signatures import new_secret, signed_headers
+from support.crash_common import (
     CHOSEN_HANDLER_AFTER,
     CHOSEN_HANDLER_MID,
     CHOSEN_WEB,
@@ -36,13 +41,7 @@ from crash_common import (
     MARKERS,
     write_chosen,
 )
-from processes import process_env, wait_until
-from sqlalchemy import func, select
-
-import defaults
-from inbox import FINAL_STATUSES, Inbox, Status, events, history
-from optipick_standin import StandInApi
-from signatures import new_secret, signed_headers
+from support.processes import PROJECT_DIR, process_env, wait_until
 
 WEB_WORKERS = 2
 WORKERS = 2
@@ -435,7 +434,7 @@ class Cluster:
 
     def _start_web(self) -> Proc:
         args = ["-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(WEB_WORKERS)]
-        args += ["--graceful-timeout", "1", "--timeout", "30", "crash_app:create_app()"]
+        args += ["--graceful-timeout", "1", "--timeout", "30", "support.crash_app:create_app()"]
         return self._start("web", args)
 
     def _start_worker(self, number: int) -> Proc:
@@ -701,7 +700,7 @@ def receiver_env(environ: Mapping[str, str], crash_dir: Path, port: int, **overr
     return process_env(
         environ,
         PORT=str(port),
-        HANDLER_MODULES="crash_handler",
+        HANDLER_MODULES="support.crash_handler",
         LEASE_SECONDS=str(LEASE_SECONDS),
         SHUTDOWN_GRACE_SECONDS=str(SHUTDOWN_GRACE_SECONDS),
         WORKER_THREADS=str(WORKER_THREADS),

@@ -1,6 +1,5 @@
 """Running the real program (`python main.py …`, gunicorn) as subprocesses, for the slow tests and the CLI tests."""
 
-import json
 import os
 import signal
 import socket
@@ -12,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from conftest import PROJECT_DIR
 
 from config import SETTING_NAMES
-from signatures import new_message_id, signed_headers
 
-TESTS_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+TESTS_DIR = PROJECT_DIR / "tests"
 
 # Every variable config.load_settings reads. Each is passed (blank when the test does not set it), so a
 # stray .env beside main.py cannot fill one in: a blank value wins over the file and means "not set".
@@ -35,10 +33,11 @@ def config_env(environ: Mapping[str, str], **overrides: str) -> dict[str, str]:
 
 
 def process_env(environ: Mapping[str, str], **overrides: str) -> dict[str, str]:
-    """The whole environment of a subprocess: config_env plus PATH and friends, with tests/ importable."""
+    """The whole environment of a subprocess: config_env plus PATH and friends, with the project and tests/
+    importable (so HANDLER_MODULES and gunicorn can name `support.…` modules)."""
     env = {name: os.environ[name] for name in PASSED_THROUGH if name in os.environ}
     env.update(config_env(environ, **overrides))
-    env["PYTHONPATH"] = str(TESTS_DIR)
+    env["PYTHONPATH"] = os.pathsep.join((str(PROJECT_DIR), str(TESTS_DIR)))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -123,14 +122,6 @@ class Process:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait(timeout=10)
-
-
-def deliver(base_url: str, secret: str, payload: Mapping[str, Any], path: str = "/webhook") -> tuple[str, int]:
-    """POST a delivery signed for real, as Svix would; return its message id and the HTTP status."""
-    body = json.dumps(payload)
-    msg_id = new_message_id()
-    response = requests.post(base_url + path, data=body, headers=signed_headers(secret, body, msg_id), timeout=10)
-    return msg_id, response.status_code
 
 
 Launch = Callable[..., Process]  # the type of conftest's `launch` fixture

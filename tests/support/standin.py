@@ -1,0 +1,15 @@
+"""The stand-in OptiPick API the tests run (optipick_standin.py): its key, and the results it serves."""
+
+from optipick_standin import StandInApi
+
+API_KEY = "test-api-key-" + "k" * 20
+ROUTE_ID = "67d3f1a95e593173d0a1b2c4"  # the example route result
+CLUSTER_ID = "67d3f2af5e593173d0a1b2d9"  # the example cluster result
+
+
+def standin_api() -> StandInApi:
+    """A stand-in API (not started yet) with API_KEY, serving one route result and one cluster result."""
+    api = StandInApi(API_KEY)
+    api.add_result("route", ROUTE_ID)
+    api.add_result("cluster", CLUSTER_ID)
+    return api
