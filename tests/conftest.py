@@ -167,7 +167,7 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Process]]:
 
     yield start
     for process in started:
-        process.stop()
+        process.stop(timeout=5)
 
 
 @pytest.fixture

@@ -541,4 +541,4 @@ def test_gunicorn_and_two_workers_process_each_delivery_exactly_once(backend, en
     finally:
         inbox.engine.dispose()
         for process in processes:
-            process.stop()
+            process.stop(timeout=5)

@@ -158,7 +158,7 @@ def test_send_test_as_a_process_reaches_a_running_receiver(environ, tmp_path, ap
         assert api.fetches[("route", ROUTE_ID)] == 1
         assert f"{msg_id}: done" in receiver.log()
     finally:
-        receiver.stop()
+        receiver.stop(timeout=5)
 
 
 # demo ------------------------------------------------------------------------------------------
