@@ -11,6 +11,7 @@ both), dropped afterwards; each Redis run flushes its database index first. Test
 The helpers these fixtures use, and that tests import, are in tests/support/.
 """
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,8 +24,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 from support.backends import BACKENDS, TEST_REDIS_URL, Backend, flush_redis, postgres_base_url, schema_url, server_url
 from support.deliveries import Sender
-from support.processes import Process, free_port
+from support.processes import Process, free_port, process_env
 from support.standin import API_KEY, standin_api
+from werkzeug.serving import make_server
 
 from config import Settings, load_settings
 from inbox import Inbox
@@ -145,6 +147,22 @@ def sender(client: FlaskClient, secret: str) -> Sender:
 
 
 @pytest.fixture
+def server(app: Flask) -> Iterator[int]:
+    """The test's app (sharing `services`) behind werkzeug's threaded server on a free loopback port, for what
+    the test client cannot show (chunked bodies, concurrent sockets, a command sending to a running receiver);
+    yields the port."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_port
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+
+
+@pytest.fixture
 def inbox(environ: dict[str, str]) -> Iterator[Inbox]:
     """The receiver's inbox, read from the test as another process would."""
     opened = Inbox.open(environ["DATABASE_URL"])
@@ -179,3 +197,22 @@ def port() -> int:
 @pytest.fixture
 def base_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def receiver_env(environ: dict[str, str], tmp_path: Path, port: int) -> Callable[..., dict[str, str]]:
+    """The environment of a receiver process on `port` whose own handler appends each call to tmp_path/count
+    (support.counting_handler); given `slow_seconds`, the handler first appends `started` to tmp_path/started
+    and takes that long (support.slow_handler). Keyword arguments are further settings."""
+
+    def build(slow_seconds: float | None = None, **overrides: str) -> dict[str, str]:
+        handler = {"HANDLER_MODULES": "support.counting_handler"}
+        if slow_seconds is not None:
+            handler = {
+                "HANDLER_MODULES": "support.slow_handler",
+                "STARTED_FILE": str(tmp_path / "started"),
+                "SLOW_SECONDS": str(slow_seconds),
+            }
+        return process_env(environ, PORT=str(port), COUNT_FILE=str(tmp_path / "count"), **handler, **overrides)
+
+    return build

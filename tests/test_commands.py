@@ -7,8 +7,7 @@ import re
 import sqlite3
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from click.testing import CliRunner, Result
 from support.deliveries import drain
 from support.processes import PROJECT_DIR, Process, config_env, free_port, process_env, wait_until
 from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
-from werkzeug.serving import make_server
 
 import checks
 import defaults
@@ -29,19 +27,6 @@ from signatures import new_secret
 
 SENT_LINE = re.compile(r"^sent (msg_test_[0-9a-f]{32}) \((\S+), request (\S+)\) to (\S+)$", re.MULTILINE)
 WAREHOUSE_TYPE = "route.optimized.Example.673f48095739843f4de65ec9"
-
-
-@pytest.fixture
-def receiver(app) -> Iterator[int]:
-    """The test's app (sharing `services`) served over real HTTP on a free loopback port; yields the port."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server.port
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 def send_test(environ: dict[str, str], port: int, *args: str) -> Result:
@@ -65,17 +50,17 @@ def sent_msg_id(output: str) -> str:
     ids=["defaults", "cluster", "warehouse-type"],
 )
 def test_send_test_is_accepted_stored_and_processed(
-    environ, services, receiver, api, secret, args, event_type, request_id
+    environ, services, server, api, secret, args, event_type, request_id
 ):
     """An accepted test delivery exits 0, prints its id and "200: accepted", and is stored with --type/--request-id."""
-    result = send_test(environ, receiver, *args)
+    result = send_test(environ, server, *args)
 
     assert result.exit_code == 0, result.output
     msg_id = sent_msg_id(result.stdout)
     assert SENT_LINE.search(result.stdout).groups()[1:] == (
         event_type,
         request_id,
-        f"http://127.0.0.1:{receiver}/webhook",
+        f"http://127.0.0.1:{server}/webhook",
     )
     assert "\n200: accepted" in result.stdout
     stored = services.inbox.by_msg_id(msg_id)
@@ -91,10 +76,10 @@ def test_send_test_is_accepted_stored_and_processed(
     assert api.fetches[(event_type.split(".")[0], request_id)] == 1
 
 
-def test_send_test_with_another_secret_is_refused(environ, services, receiver, secret):
+def test_send_test_with_another_secret_is_refused(environ, services, server, secret):
     """--secret with a secret the receiver does not know: 401, exit 1, nothing stored, WEBHOOK_SECRET named."""
     other = new_secret()
-    result = send_test(environ, receiver, "--secret", other)
+    result = send_test(environ, server, "--secret", other)
 
     assert result.exit_code == 1
     sent_msg_id(result.stdout)
@@ -105,9 +90,9 @@ def test_send_test_with_another_secret_is_refused(environ, services, receiver, s
         assert hidden not in result.output
 
 
-def test_send_test_with_an_unusable_request_id_says_the_payload_is_unusable(environ, services, receiver):
+def test_send_test_with_an_unusable_request_id_says_the_payload_is_unusable(environ, services, server):
     """A request id that cannot be used gets 400 (stored as invalid) and exits 1, saying the payload is unusable."""
-    result = send_test(environ, receiver, "--request-id", "../../etc")
+    result = send_test(environ, server, "--request-id", "../../etc")
 
     assert result.exit_code == 1
     assert "\n400: signed correctly, but the payload is unusable" in result.stdout

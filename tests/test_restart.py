@@ -2,35 +2,18 @@
 interrupted work is finished after a restart, and each result reaches the handlers once."""
 
 import signal
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from support.counting_handler import read_counts
 from support.deliveries import post_delivery
-from support.processes import Process, process_env, wait_until
+from support.processes import Process, wait_until
 from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 
 from inbox import Status, StoredEvent
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def receiver_env(environ: dict[str, str], tmp_path: Path, port: int) -> Callable[..., dict[str, str]]:
-    """The environment of a receiver process that counts handler calls in tmp_path/count."""
-
-    def build(**overrides: str) -> dict[str, str]:
-        return process_env(
-            environ,
-            PORT=str(port),
-            HANDLER_MODULES="support.counting_handler",
-            COUNT_FILE=str(tmp_path / "count"),
-            **overrides,
-        )
-
-    return build
 
 
 def base_url(port: int) -> str:

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 import requests
 from support.counting_handler import read_counts
 from support.deliveries import post_delivery
-from support.processes import Launch, Process, process_env, wait_until
+from support.processes import Launch, Process, wait_until
 from support.standin import API_KEY, ROUTE_ID
 
 from inbox import Status
@@ -30,24 +29,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sends signals to chosen threads with tgkill"),
 ]
-
-
-@pytest.fixture
-def receiver_env(environ: dict[str, str], tmp_path: Path, port: int) -> Callable[..., dict[str, str]]:
-    """The environment of a receiver whose only own handler is tests/support/slow_handler.py."""
-
-    def build(slow_seconds: float, **overrides: str) -> dict[str, str]:
-        return process_env(
-            environ,
-            PORT=str(port),
-            HANDLER_MODULES="support.slow_handler",
-            STARTED_FILE=str(tmp_path / "started"),
-            COUNT_FILE=str(tmp_path / "count"),
-            SLOW_SECONDS=str(slow_seconds),
-            **overrides,
-        )
-
-    return build
 
 
 def start_slow_event(launch: Launch, env: dict[str, str], base_url: str, secret: str, tmp_path: Path):

@@ -13,7 +13,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy.engine import make_url
 from support.deliveries import drain
 from support.standin import API_KEY, ROUTE_ID
-from werkzeug.serving import make_server
 
 import defaults
 import work_queue
@@ -148,19 +147,8 @@ def drop_table(url: str, table: str) -> None:
         conn.commit()
 
 
-# A real HTTP server, for what the test client cannot show: chunked bodies and concurrent requests.
-
-
-@pytest.fixture
-def server(app) -> Iterator[int]:
-    """The app behind werkzeug's threaded server on a free loopback port; yields the port."""
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield httpd.server_port
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+# Over a real socket (conftest's `server`), for what the test client cannot show: chunked bodies and
+# concurrent requests.
 
 
 def post(port: int, body: bytes, headers: Headers, *, chunked: bool = False) -> tuple[int, dict[str, str], bytes]:
