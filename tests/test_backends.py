@@ -6,10 +6,7 @@ Deliveries are signed for real, go through the Flask app, the real queue and the
 """
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,10 +21,10 @@ import requests
 from huey import PostgresHuey, RedisHuey, SqliteHuey
 from sqlalchemy import create_engine, text, update
 from sqlalchemy.pool import NullPool
-from support.backends import TEST_DATABASE_URL, TEST_REDIS_URL, Backend, schema_url
+from support.backends import Backend, schema_url
 from support.counting_handler import read_counts
 from support.deliveries import deliver, drain
-from support.processes import PROJECT_DIR, Process, free_port, process_env, wait_until
+from support.processes import Process, free_port, process_env, wait_until
 from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 
 import defaults
@@ -408,38 +405,6 @@ def test_a_postgresql_queue_that_refuses_the_connection_is_one_line():
     assert message.startswith("QUEUE_URL: cannot connect to PostgreSQL")
     assert "\n" not in message
     assert "pa55word" not in message
-
-
-# Skipped locally, failed in CI ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("ci", "database_url", "outcome", "reason"),
-    [
-        ("", None, "1 skipped", "TEST_DATABASE_URL is not set"),
-        ("true", None, "1 error", "TEST_DATABASE_URL is not set"),
-        ("", "postgresql+psycopg://postgres@127.0.0.1:{closed_port}/test", "1 error", "does not answer"),
-    ],
-)
-def test_missing_servers_skip_locally_and_fail_in_ci(ci, database_url, outcome, reason, tmp_path):
-    """Without TEST_DATABASE_URL a PostgreSQL variant skips, unless CI=true; a server that does not answer fails it."""
-    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
-    env["CI"] = ci
-    if database_url is not None:
-        env[TEST_DATABASE_URL] = database_url.format(closed_port=free_port())
-    env[TEST_REDIS_URL] = "redis://127.0.0.1:1/0"  # never reached: the database is checked first
-    selected = "tests/test_backends.py::test_the_configured_backend_is_the_one_in_use[postgres+pghuey]"
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rsf", "-p", "no:cacheprovider", selected],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == (0 if outcome == "1 skipped" else 1), run.stdout[-3000:]
-    assert outcome in run.stdout, run.stdout[-3000:]
-    assert reason in run.stdout, run.stdout[-3000:]
 
 
 # Several processes on PostgreSQL + Redis ---------------------------------------------------------
