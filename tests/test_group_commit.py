@@ -2,12 +2,8 @@
 concurrent writes share transactions, each thread gets its own outcome only after the commit that
 holds it, a bad write fails alone, and the writing processes take turns on the lock file."""
 
-import fcntl
-import os
 import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +12,7 @@ import pytest
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, event, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from support.backends import Backend
+from support.concurrency import ToldTurns, held_by_another_process, run_together
 
 from group_commit import GroupCommit
 from inbox import Inbox, NewDelivery, Status, create_db_engine, writers_lock
@@ -52,46 +49,68 @@ def count_commits(engine: Engine) -> list[int]:
     return commits
 
 
-def run_together(count: int, work: Callable[[int], object]) -> list[object]:
-    """Run work(0) … work(count-1) on `count` threads released at once; their results or exceptions, in order."""
+class HeldWrite:
+    """`write`, with the write of `item` held up in flight (`in_flight` is set) until the test sets `go_on`."""
+
+    def __init__(self, write: Callable[[Connection, Any], int], item: Any) -> None:
+        self.write = write
+        self.item = item
+        self.in_flight = threading.Event()
+        self.go_on = threading.Event()
+
+    def __call__(self, connection: Connection, item: Any) -> int:
+        if item == self.item:
+            self.in_flight.set()
+            assert self.go_on.wait(10), "the held write was never let go on"
+        return self.write(connection, item)
+
+
+class WatchedQueue(list):
+    """GroupCommit's queue of waiting writes (its private `_waiting` list), telling the test each time a thread
+    has queued its write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = threading.Condition()
+
+    def append(self, waiting: Any) -> None:
+        super().append(waiting)
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait_for(self, count: int) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self) >= count, timeout=10), f"{len(self)} of {count} queued"
+
+
+def behind_a_held_write(group: GroupCommit, held: HeldWrite, count: int, work: Callable[[int], object]) -> list[object]:
+    """Thread 0 runs work(0), whose write `held` holds up in flight; then threads 1 … count-1 run work(i), and
+    the held write goes on only once all their writes are queued behind it. What each thread got (its result
+    or its exception), in order."""
+    queue = WatchedQueue()
+    group._waiting = queue  # where GroupCommit queues each waiting write (its _reset() made an empty list)
     outcomes: list[object] = [None] * count
-    start = threading.Barrier(count)
 
     def one(i: int) -> None:
-        start.wait()
         try:
             outcomes[i] = work(i)
         except Exception as exc:  # the test looks at what each thread got
             outcomes[i] = exc
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    threads[0].start()
+    try:
+        assert held.in_flight.wait(10), "the first write never started"
+        for thread in threads[1:]:
+            thread.start()
+        queue.wait_for(count - 1)
+    finally:
+        held.go_on.set()
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
     return outcomes
-
-
-def first_then_the_rest(submit: Callable[[Any], object], items: list[Any]) -> Callable[[int], object]:
-    """Thread 0 submits at once, the others a moment later, while thread 0's held-up write is in flight."""
-
-    def work(i: int) -> object:
-        if i:
-            time.sleep(0.05)
-        return submit(items[i])
-
-    return work
-
-
-def slow_first(write: Callable[[Connection, str | None], int], first: str) -> Callable[[Connection, str | None], int]:
-    """`write`, with the write of `first` held up, so that the other threads queue behind its commit."""
-
-    def held_up(connection: Connection, name: str | None) -> int:
-        if name == first:
-            time.sleep(0.2)
-        return write(connection, name)
-
-    return held_up
 
 
 def test_a_lone_write_is_committed_and_returned(engine: Engine) -> None:
@@ -105,9 +124,10 @@ def test_writes_that_queue_during_a_commit_share_the_next_one(engine: Engine) ->
     """Sixteen threads writing at once: every one gets its own row id, all rows are stored, and they
     took far fewer commits than writes."""
     commits = count_commits(engine)
-    group = GroupCommit(engine, slow_first(insert_row, "w0"))
+    held = HeldWrite(insert_row, "w0")
+    group = GroupCommit(engine, held)
     names = [f"w{i}" for i in range(16)]
-    outcomes = run_together(16, first_then_the_rest(group.submit, names))
+    outcomes = behind_a_held_write(group, held, 16, lambda i: group.submit(names[i]))
     ids = [outcome for outcome in outcomes if isinstance(outcome, int)]
     assert len(set(ids)) == 16
     assert stored_names(engine) == sorted(names)
@@ -116,26 +136,26 @@ def test_writes_that_queue_during_a_commit_share_the_next_one(engine: Engine) ->
 
 def test_no_thread_hears_back_before_the_commit_that_holds_its_write(engine: Engine) -> None:
     """When submit returns, a separate connection already sees the row: the answer follows the commit."""
-    group = GroupCommit(engine, slow_first(insert_row, "w0"))
+    held = HeldWrite(insert_row, "w0")
+    group = GroupCommit(engine, held)
     seen: list[bool] = []
 
     def write_then_look(i: int) -> None:
-        if i:
-            time.sleep(0.05)
         group.submit(f"w{i}")
         with engine.connect() as connection:
             seen.append(connection.scalar(select(func.count()).where(rows.c.name == f"w{i}")) == 1)
 
-    run_together(8, write_then_look)
+    behind_a_held_write(group, held, 8, write_then_look)
     assert seen == [True] * 8
 
 
 def test_a_write_that_cannot_be_stored_fails_alone(engine: Engine) -> None:
     """A NULL name breaks its batch's transaction; the others are written again one by one and stored,
     and only the bad one's thread gets the error."""
-    group = GroupCommit(engine, slow_first(insert_row, "w0"))
+    held = HeldWrite(insert_row, "w0")
+    group = GroupCommit(engine, held)
     names = ["w0", *(None if i == 4 else f"w{i}" for i in range(1, 8))]
-    outcomes = run_together(8, first_then_the_rest(group.submit, names))
+    outcomes = behind_a_held_write(group, held, 8, lambda i: group.submit(names[i]))
     assert isinstance(outcomes[4], IntegrityError)
     assert all(isinstance(outcome, int) for i, outcome in enumerate(outcomes) if i != 4)
     assert stored_names(engine) == sorted(name for name in names if name is not None)
@@ -148,14 +168,13 @@ def test_a_database_failure_fails_the_whole_batch_at_once(engine: Engine) -> Non
 
     def broken(connection: Connection, name: str) -> int:
         attempts.append(name)
-        if name == "w0":
-            time.sleep(0.2)
         connection.execute(insert(rows).values(name=name))
         connection.execute(text("insert into missing_table values (1)"))
         return 0
 
-    group = GroupCommit(engine, broken)
-    outcomes = run_together(6, first_then_the_rest(group.submit, [f"w{i}" for i in range(6)]))
+    held = HeldWrite(broken, "w0")
+    group = GroupCommit(engine, held)
+    outcomes = behind_a_held_write(group, held, 6, lambda i: group.submit(f"w{i}"))
     assert all(isinstance(outcome, OperationalError) for outcome in outcomes)
     # Two transactions, each ended by its first write: w0's alone, then the other five's. No write was
     # tried again on its own.
@@ -172,51 +191,48 @@ def test_writes_keep_working_after_a_failed_batch(engine: Engine) -> None:
     assert stored_names(engine) == ["after"]
 
 
-@contextmanager
-def held_by_another_process(lock_file: Path, seconds: float) -> Iterator[None]:
-    """Another process takes the writers' lock and holds it for `seconds`; the body runs once it has it."""
-    read, write = os.pipe()
-    holder = os.fork()
-    if holder == 0:
-        descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT)
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        os.write(write, b"x")
-        time.sleep(seconds)
-        os._exit(0)
-    try:
-        os.read(read, 1)
-        yield
-    finally:
-        os.waitpid(holder, 0)
-        os.close(read)
-        os.close(write)
-
-
 def test_a_leader_writes_only_in_its_turn_on_the_writers_lock(engine: Engine, tmp_path: Path) -> None:
-    """While another process holds the writers' lock, a write waits; it is committed once the lock is
-    let go (SQLite's own lock would make it sleep and poll instead)."""
-    lock = WritersLock(tmp_path / "group.db-writers.lock")
+    """While another process holds the writers' lock a write waits (not sleeping in SQLite's busy handler), and
+    is committed once the lock is let go."""
+    lock = ToldTurns(WritersLock(tmp_path / "group.db-writers.lock"))
     group = GroupCommit(engine, insert_row, turn=lock.turn)
-    with held_by_another_process(lock.path, 0.5):
-        started = time.monotonic()
-        group.submit("second")
-        waited = time.monotonic() - started
-    lock.close()
-    assert waited > 0.3
+    written: list[int] = []
+    writer = threading.Thread(target=lambda: written.append(group.submit("second")))
+    try:
+        with held_by_another_process(lock.lock.path) as let_go:
+            writer.start()
+            assert lock.asked.wait(10), "the write never asked for its turn"
+            writer.join(timeout=0.3)
+            assert writer.is_alive(), "the write did not wait for the other process's turn"
+            assert stored_names(engine) == []
+            let_go()
+            writer.join(timeout=10)
+    finally:
+        lock.close()
+    assert not writer.is_alive()
+    assert written == [1]
     assert stored_names(engine) == ["second"]
 
 
 def test_the_workers_bookkeeping_also_waits_for_its_turn(tmp_path: Path) -> None:
     """A claim (a worker's write) waits while another process holds the inbox's writers' lock, then succeeds."""
     inbox = Inbox.open(f"sqlite:///{tmp_path / 'inbox.db'}")
+    claims: list[object] = []
+    claimant = threading.Thread(target=lambda: claims.append(inbox.claim(added.event.id, lease_seconds=60)))
     try:
         added = inbox.add(NewDelivery("msg_1", Status.RECEIVED, b"{}", {}, request_id="r1"))
-        with held_by_another_process(tmp_path / "inbox.db-writers.lock", 0.5):
-            started = time.monotonic()
-            claim = inbox.claim(added.event.id, lease_seconds=60)
-            waited = time.monotonic() - started
+        lock = ToldTurns(inbox._writers)
+        inbox._writers = lock  # the lock Inbox._turn() takes turns on
+        with held_by_another_process(tmp_path / "inbox.db-writers.lock") as let_go:
+            claimant.start()
+            assert lock.asked.wait(10), "the claim never asked for its turn"
+            claimant.join(timeout=0.3)
+            assert claimant.is_alive(), "the claim did not wait for the other process's turn"
+            let_go()
+            claimant.join(timeout=10)
+        assert not claimant.is_alive()
+        [claim] = claims
         assert claim is not None
-        assert waited > 0.3
     finally:
         inbox.close()
 
@@ -288,9 +304,10 @@ def test_a_batch_is_written_in_the_given_order(engine: Engine) -> None:
         written.append(name)
         return insert_row(connection, name)
 
-    group = GroupCommit(engine, slow_first(record, "w0"), order=lambda name: name)
+    held = HeldWrite(record, "w0")
+    group = GroupCommit(engine, held, order=lambda name: name)
     names = ["w0", "w7", "w6", "w5", "w4", "w3", "w2", "w1"]
-    outcomes = run_together(8, first_then_the_rest(group.submit, names))
+    outcomes = behind_a_held_write(group, held, 8, lambda i: group.submit(names[i]))
     assert all(isinstance(outcome, int) for outcome in outcomes)
     assert written[0] == "w0"
     assert written[1:] == sorted(written[1:])
