@@ -17,20 +17,18 @@ from pathlib import Path
 
 import pytest
 import redis
-import requests
 from huey import PostgresHuey, RedisHuey, SqliteHuey
 from sqlalchemy import create_engine, text, update
 from sqlalchemy.pool import NullPool
 from support.backends import Backend, schema_url
+from support.concurrency import in_parallel
 from support.counting_handler import read_counts
-from support.deliveries import deliver, drain
+from support.deliveries import deliver, drain, post_delivery
 from support.processes import Process, free_port, process_env, wait_until
 from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 
 import defaults
 import work_queue
-from config import load_settings
-from errors import ConfigError
 from inbox import Inbox, NewDelivery, Status, events, utcnow
 from signatures import new_message_id, signed_headers
 
@@ -40,18 +38,6 @@ HUEY_CLASSES = {"sqlite": SqliteHuey, "postgres+redis": RedisHuey, "postgres+pgh
 
 def result_files(settings) -> list[Path]:
     return sorted(settings.results_dir.rglob("*.json"))
-
-
-def in_parallel(count: int, action) -> list:
-    """Run `action()` in `count` threads released at the same moment; return their results in order."""
-    barrier = threading.Barrier(count)
-
-    def run(_: int):
-        barrier.wait(timeout=10)
-        return action()
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 # The whole flow --------------------------------------------------------------------------------
@@ -344,69 +330,6 @@ def test_processes_starting_together_on_an_empty_database_all_come_up(backend, p
                 conn.execute(text(f'drop schema "{schema}" cascade'))
 
 
-# QUEUE_URL and DATABASE_URL ----------------------------------------------------------------
-
-
-def settings_with(**values: str):
-    base = {"WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "OPTIPICK_API_KEY": API_KEY}
-    return load_settings({**base, **values}, env_file=None)
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-        ("rediss://:pw@cache.internal:6380/2", "rediss://:pw@cache.internal:6380/2"),
-        ("redis://cache.internal", "redis://cache.internal"),
-        ("postgresql+psycopg://app@db.internal/app", "postgresql+psycopg://app@db.internal/app"),
-        ("postgresql://app@db.internal:5432/app", "postgresql+psycopg://app@db.internal:5432/app"),
-    ],
-)
-def test_queue_url_accepts_redis_and_postgresql(value, expected):
-    """QUEUE_URL takes redis://, rediss:// and postgresql:// URLs; a PostgreSQL one is read with psycopg."""
-    assert settings_with(QUEUE_URL=value).queue_url == expected
-
-
-def test_database_url_without_a_driver_means_psycopg():
-    """DATABASE_URL=postgresql://… uses psycopg 3, the driver that is installed."""
-    assert settings_with(DATABASE_URL="postgresql://app@db/app").database_url == "postgresql+psycopg://app@db/app"
-
-
-@pytest.mark.parametrize(
-    ("overrides", "hint"),
-    [
-        ({"QUEUE_URL": "amqp://guest@localhost//"}, "supported: sqlite, postgresql, redis, rediss"),
-        ({"QUEUE_URL": "mysql://localhost/queue"}, "supported: sqlite, postgresql, redis, rediss"),
-        ({"QUEUE_URL": "postgres://app@db/app"}, "supported"),
-        ({"QUEUE_URL": "postgresql+psycopg2://app@db/app"}, "postgresql+psycopg://"),
-        ({"QUEUE_URL": "redis://localhost:6379/queue"}, "database number"),
-        ({"QUEUE_URL": "::not a url::"}, "not a queue URL"),
-        ({"QUEUE_URL": "sqlite://"}, "file path"),
-        ({"DATABASE_URL": "redis://localhost:6379/0"}, "supported: sqlite, postgresql"),
-        ({"DATABASE_URL": "postgresql+asyncpg://app@db/app"}, "postgresql+psycopg://"),
-    ],
-)
-def test_an_unusable_queue_or_database_url_is_one_line_naming_it(overrides, hint):
-    """A QUEUE_URL or DATABASE_URL that is none of the supported kinds stops start-up with one line naming it."""
-    [name] = overrides
-    with pytest.raises(ConfigError) as raised:
-        settings_with(**overrides)
-    message = str(raised.value)
-    assert message.startswith(name)
-    assert hint in message
-    assert "\n" not in message
-
-
-def test_a_postgresql_queue_that_refuses_the_connection_is_one_line():
-    """A PostgreSQL QUEUE_URL whose server does not answer is one line naming QUEUE_URL, without the password."""
-    with pytest.raises(ConfigError) as raised:
-        work_queue.create_huey(f"postgresql+psycopg://app:pa55word@127.0.0.1:{free_port()}/app")
-    message = str(raised.value)
-    assert message.startswith("QUEUE_URL: cannot connect to PostgreSQL")
-    assert "\n" not in message
-    assert "pa55word" not in message
-
-
 # Several processes on PostgreSQL + Redis ---------------------------------------------------------
 
 
@@ -435,12 +358,6 @@ def waiting_consumers(backend: Backend) -> Iterator[Callable[[], int]]:
         yield listening
     finally:
         engine.dispose()
-
-
-def send(base_url: str, secret: str, payload: dict, path: str, msg_id: str) -> int:
-    body = json.dumps(payload)
-    response = requests.post(base_url + path, data=body, headers=signed_headers(secret, body, msg_id), timeout=10)
-    return response.status_code
 
 
 @pytest.mark.slow
@@ -476,7 +393,7 @@ def test_gunicorn_and_two_workers_process_each_delivery_exactly_once(backend, en
         with ThreadPoolExecutor(max_workers=8) as pool:
             statuses = list(
                 pool.map(
-                    lambda d: send(base_url, secret, {"request_id": d[1]}, f"/webhook/{d[0]}", d[2]),
+                    lambda d: post_delivery(base_url, secret, {"request_id": d[1]}, f"/webhook/{d[0]}", d[2])[1],
                     sends,
                 )
             )
