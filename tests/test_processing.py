@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from support.deliveries import Sender, deliver, drain, services_with
+from support.deliveries import deliver, drain, services_with
 from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
@@ -25,7 +25,6 @@ from inbox import Status
 from optipick_client import OptiPickClient
 from optipick_standin import StandInApi, example_result
 from results import Result
-from signatures import new_message_id
 
 USER = "673f48095739843f4de65ec9"
 SECOND = timedelta(seconds=1)
@@ -627,44 +626,6 @@ def test_interrupted_last_attempt_keeps_the_earlier_error(environ, api):
 
 
 # Duplicates ----------------------------------------------------------------------------------------
-
-
-def test_same_message_twice_is_one_row_processed_once(api, services, sender):
-    """The same svix-id delivered twice makes one row, one task and one fetch."""
-    msg_id = new_message_id()
-    first = sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
-    again = sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
-    assert (first.status_code, first.get_json()) == (200, {"status": "received"})
-    assert (again.status_code, again.get_json()) == (200, {"status": "duplicate"})
-    assert services.inbox.count() == 1
-    assert drain(services) == 1
-    assert services.inbox.by_msg_id(msg_id).status is Status.DONE
-    assert api.fetches[("route", ROUTE_ID)] == 1
-
-
-def test_concurrent_deliveries_of_one_message_are_one_row(api, services, app, secret):
-    """The same svix-id delivered from several threads at once makes one row and one fetch."""
-    msg_id = new_message_id()
-    threads = 6
-    barrier = threading.Barrier(threads)
-    answers = []
-
-    def send() -> None:
-        client_sender = Sender(app.test_client(), secret)
-        barrier.wait()
-        response = client_sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
-        answers.append((response.status_code, response.get_json()["status"]))
-
-    workers = [threading.Thread(target=send) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=10)
-    assert sorted(answers) == [(200, "duplicate")] * (threads - 1) + [(200, "received")]
-    assert services.inbox.count() == 1
-    assert drain(services) == 1
-    assert services.inbox.by_msg_id(msg_id).status is Status.DONE
-    assert api.fetches[("route", ROUTE_ID)] == 1
 
 
 def test_second_message_for_the_same_optimization_is_a_duplicate(api, services, sender):

@@ -20,7 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.engine import make_url
-from support.deliveries import drain
+from support.answers import assert_policy, check
+from support.deliveries import Sender, drain
 from support.standin import API_KEY, ROUTE_ID
 
 import defaults
@@ -113,20 +114,6 @@ def with_signature(make: Callable[[str], str]) -> Build:
 def signature_twice(headers: dict[str, str]) -> list[tuple[str, str]]:
     """The same valid svix-signature header sent twice, as a proxy might duplicate it."""
     return [*headers.items(), ("svix-signature", headers["svix-signature"])]
-
-
-def assert_policy(status: int, headers: dict[str, str], body: bytes) -> None:
-    """What every answer must respect: no 3xx, no 410, no `disable`, and short JSON error bodies."""
-    assert not 300 <= status < 400
-    assert status != 410
-    assert {k.lower(): v for k, v in headers.items()}.get("webhook-delivery") != "disable"
-    if status >= 400:
-        assert len(body) < 120
-        assert set(json.loads(body)) == {"error"}
-
-
-def check(response) -> None:
-    assert_policy(response.status_code, dict(response.headers), response.get_data())
 
 
 def assert_no_leak(secret: str, *texts: str) -> None:
@@ -298,17 +285,6 @@ def test_authentic_delivery_is_stored_then_acknowledged(build, client, services,
     assert_no_leak(secret, caplog.text, response.get_data(as_text=True))
 
 
-def test_raw_body_and_signature_headers_are_stored_byte_for_byte(client, services, secret):
-    """The stored body and svix-* headers are exactly what was signed and sent, not a re-encoding."""
-    body = b'{ "z": 1,\n  "request_id":"%s", "note": "caf\xc3\xa9 \\u00e9" }\r\n' % ROUTE_ID.encode()
-    headers = {**signed(secret, body), "user-agent": "Svix-Webhooks/1.17.0"}
-    assert client.post("/webhook", data=body, headers=headers).status_code == 200
-    [event] = services.inbox.latest()
-    assert event.body == body
-    for name in ("svix-id", "svix-timestamp", "svix-signature"):
-        assert event.headers[name] == headers[name]
-
-
 # Row 25: rotation, a match against any configured secret ----------------------------------------
 
 
@@ -428,100 +404,6 @@ def test_non_json_content_type_is_415(content_type, client, services, secret):
     assert services.inbox.count() == 0
 
 
-# Row 16: authentic but permanently bad payloads ---------------------------------------------------
-
-INVALID_BODIES = {
-    "not JSON": b"request_id=" + ROUTE_ID.encode(),
-    "truncated JSON": BODY[:-2],
-    "JSON array": b'["%s"]' % ROUTE_ID.encode(),
-    "JSON string": b'"%s"' % ROUTE_ID.encode(),
-    "JSON number": b"42",
-    "JSON null": b"null",
-    "empty object": b"{}",
-    "request_id null": b'{"request_id": null}',
-    "request_id a number": b'{"request_id": 67}',
-    "request_id empty": b'{"request_id": ""}',
-    "request_id with a path": b'{"request_id": "../../admin"}',
-    "request_id with a query": b'{"request_id": "abc?x=1"}',
-    "request_id too long": b'{"request_id": "%s"}' % (b"a" * 65),
-    "typed, without request_id": b'{"type": "route.optimized"}',
-    "request_id ending in a newline": b'{"request_id": "%s\\n"}' % ROUTE_ID.encode(),
-    "nested deeper than the parser goes": b"[" * 100_000 + b"]" * 100_000,
-    "request_id beside a deep nest": b'{"request_id": "%s", "x": ' % ROUTE_ID.encode()
-    + b"[" * 100_000
-    + b"]" * 100_000
-    + b"}",
-}
-
-
-@pytest.mark.parametrize("body", INVALID_BODIES.values(), ids=INVALID_BODIES.keys())
-def test_signed_unusable_payload_is_stored_invalid_and_aborted(body, client, services, secret):
-    """An authentic unusable payload is kept as `invalid`, answered 400 + abort-message, also on redelivery."""
-    msg_id = new_message_id()
-    for _attempt in range(2):
-        response = client.post("/webhook", data=body, headers=signed_headers(secret, body, msg_id))
-        check(response)
-        assert response.status_code == 400
-        assert response.headers["webhook-delivery"] == "abort-message"
-    assert services.inbox.count() == 1
-    event = services.inbox.by_msg_id(msg_id)
-    assert (event.status, event.body) == (Status.INVALID, body)
-    assert services.queue.pending() == 0
-
-
-def test_invalid_payload_on_a_typed_path_is_invalid(sender, services):
-    """A payload with no request_id is invalid even when the URL path names its type."""
-    response = sender.send({"data": {}}, path="/webhook/cluster")
-    assert response.status_code == 400
-    assert services.inbox.latest()[0].status is Status.INVALID
-
-
-# Row 17: other event types ------------------------------------------------------------------------
-
-IGNORED = {
-    "Svix test vector C's ping": {"event_type": "ping", "data": {"success": True}},
-    "another product's type": {"type": "invoice.paid", "request_id": ROUTE_ID},
-    "eventType field": {"eventType": "route.created", "request_id": ROUTE_ID},
-    "near miss": {"type": "route.optimised", "request_id": ROUTE_ID},
-}
-
-
-@pytest.mark.parametrize("payload", IGNORED.values(), ids=IGNORED.keys())
-@pytest.mark.parametrize("path", ["/webhook", "/webhook/route"])
-def test_signed_delivery_of_another_type_is_ignored(payload, path, sender, services):
-    """A signed delivery whose payload type is not an OptiPick type is 2xx, stored `ignored`, never queued."""
-    response = sender.send(payload, path=path)
-    check(response)
-    assert response.status_code == 200
-    assert response.get_json() == {"status": "ignored"}
-    [event] = services.inbox.latest()
-    assert event.status is Status.IGNORED
-    assert services.queue.pending() == 0
-
-
-# Row 18: the svix-id is a database key --------------------------------------------------------------
-
-BAD_IDS = {
-    "256 characters": "m" * 256,
-    "dot": "msg_1.2",
-    "slash": "msg_a/../b",
-    "space": "msg a",
-    "quote and semicolon": "msg_';DROP",
-    "percent": "msg_%00",
-    "non-ASCII": "msg_é",
-}
-
-
-@pytest.mark.parametrize("msg_id", BAD_IDS.values(), ids=BAD_IDS.keys())
-def test_signed_delivery_with_unusable_id_is_400_and_not_stored(msg_id, client, services, secret):
-    """A correctly signed delivery whose svix-id is not ^[A-Za-z0-9_-]{1,255}$ gets 400 + abort, no row."""
-    response = client.post("/webhook", data=BODY, headers=signed_headers(secret, BODY, msg_id))
-    check(response)
-    assert response.status_code == 400
-    assert response.headers["webhook-delivery"] == "abort-message"
-    assert services.inbox.count() == 0
-
-
 # Rows 13 and 14: duplicates -----------------------------------------------------------------------
 
 
@@ -558,6 +440,44 @@ def test_identical_concurrent_deliveries_make_one_row_and_one_task(server, servi
     assert sorted(json.loads(reply)["status"] for _, reply in results) == ["duplicate"] * 7 + ["received"]
     assert services.inbox.count() == 1
     assert services.queue.pending() == 1
+
+
+def test_same_message_twice_is_one_row_processed_once(api, services, sender):
+    """The same svix-id delivered twice makes one row, one task and one fetch."""
+    msg_id = new_message_id()
+    first = sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
+    again = sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
+    assert (first.status_code, first.get_json()) == (200, {"status": "received"})
+    assert (again.status_code, again.get_json()) == (200, {"status": "duplicate"})
+    assert services.inbox.count() == 1
+    assert drain(services) == 1
+    assert services.inbox.by_msg_id(msg_id).status is Status.DONE
+    assert api.fetches[("route", ROUTE_ID)] == 1
+
+
+def test_concurrent_deliveries_of_one_message_are_one_row(api, services, app, secret):
+    """The same svix-id delivered from several threads at once makes one row and one fetch."""
+    msg_id = new_message_id()
+    threads = 6
+    barrier = threading.Barrier(threads)
+    answers = []
+
+    def send() -> None:
+        client_sender = Sender(app.test_client(), secret)
+        barrier.wait()
+        response = client_sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
+        answers.append((response.status_code, response.get_json()["status"]))
+
+    workers = [threading.Thread(target=send) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=10)
+    assert sorted(answers) == [(200, "duplicate")] * (threads - 1) + [(200, "received")]
+    assert services.inbox.count() == 1
+    assert drain(services) == 1
+    assert services.inbox.by_msg_id(msg_id).status is Status.DONE
+    assert api.fetches[("route", ROUTE_ID)] == 1
 
 
 # Rows 19 and 20: storage failures ------------------------------------------------------------------
@@ -658,24 +578,3 @@ def test_healthz_only_answers_get(client):
     response = client.post("/healthz")
     check(response)
     assert response.status_code == 405
-
-
-def test_unknown_type_with_control_characters_is_stored_printable(sender, services):
-    """A signed delivery whose type holds a NUL or a newline is ignored, and stored with them replaced
-    (PostgreSQL cannot store a NUL, and a newline would forge log lines)."""
-    response = sender.send({"type": "route.optimized.\u0000w.u1\nx", "request_id": ROUTE_ID})
-    assert response.status_code == 200
-    [event] = services.inbox.latest()
-    assert event.status is Status.IGNORED
-    assert event.event_type == "route.optimized.?w.u1?x"
-
-
-def test_empty_svix_id_beside_a_webhook_id_is_refused(client, services, secret):
-    """An empty svix-id is read as the svix library reads it (it wins over webhook-id), so the delivery
-    is refused rather than stored under an id the signature did not cover."""
-    body = json.dumps({"request_id": ROUTE_ID})
-    headers = signed_headers(secret, body, msg_id="msg_covered", prefix="webhook")
-    headers["svix-id"] = ""
-    response = client.post("/webhook", data=body, headers=headers)
-    assert response.status_code == 401
-    assert services.inbox.count() == 0
