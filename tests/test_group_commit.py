@@ -4,18 +4,16 @@ holds it, a bad write fails alone, and the writing processes take turns on the l
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, event, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
-from support.backends import Backend
-from support.concurrency import ToldTurns, held_by_another_process, run_together
+from support.concurrency import ToldTurns, held_by_another_process
 
 from group_commit import GroupCommit
-from inbox import Inbox, NewDelivery, Status, create_db_engine, writers_lock
+from inbox import create_db_engine
 from writers_lock import WritersLock
 
 metadata = MetaData()
@@ -212,87 +210,6 @@ def test_a_leader_writes_only_in_its_turn_on_the_writers_lock(engine: Engine, tm
     assert not writer.is_alive()
     assert written == [1]
     assert stored_names(engine) == ["second"]
-
-
-def test_the_workers_bookkeeping_also_waits_for_its_turn(tmp_path: Path) -> None:
-    """A claim (a worker's write) waits while another process holds the inbox's writers' lock, then succeeds."""
-    inbox = Inbox.open(f"sqlite:///{tmp_path / 'inbox.db'}")
-    claims: list[object] = []
-    claimant = threading.Thread(target=lambda: claims.append(inbox.claim(added.event.id, lease_seconds=60)))
-    try:
-        added = inbox.add(NewDelivery("msg_1", Status.RECEIVED, b"{}", {}, request_id="r1"))
-        lock = ToldTurns(inbox._writers)
-        inbox._writers = lock  # the lock Inbox._turn() takes turns on
-        with held_by_another_process(tmp_path / "inbox.db-writers.lock") as let_go:
-            claimant.start()
-            assert lock.asked.wait(10), "the claim never asked for its turn"
-            claimant.join(timeout=0.3)
-            assert claimant.is_alive(), "the claim did not wait for the other process's turn"
-            let_go()
-            claimant.join(timeout=10)
-        assert not claimant.is_alive()
-        [claim] = claims
-        assert claim is not None
-    finally:
-        inbox.close()
-
-
-def test_a_sqlite_inbox_keeps_its_lock_file_beside_the_database(tmp_path: Path) -> None:
-    """The lock file is `<database>-writers.lock`; an in-memory database has none."""
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'inbox.db'}")
-    lock = writers_lock(engine)
-    assert lock is not None
-    assert lock.path == tmp_path / "inbox.db-writers.lock"
-    assert writers_lock(create_db_engine("sqlite://")) is None
-    engine.dispose()
-
-
-def test_the_same_delivery_six_times_at_once_is_stored_once(backend: Backend) -> None:
-    """Six threads adding the same svix-id at once (redeliveries racing the first), on each backend:
-    one row, one thread created it, and all are told about that row."""
-    inbox = Inbox.open(backend.database_url)
-    delivery = NewDelivery("msg_same", Status.RECEIVED, b"{}", {"svix-id": "msg_same"}, request_id="r1")
-    try:
-        outcomes = run_together(6, lambda _i: inbox.add(delivery))
-        assert [type(outcome).__name__ for outcome in outcomes] == ["Added"] * 6
-        assert sorted(outcome.created for outcome in outcomes) == [False] * 5 + [True]  # type: ignore[attr-defined]
-        assert {outcome.event.id for outcome in outcomes} == {1}  # type: ignore[attr-defined]
-        assert inbox.count() == 1
-    finally:
-        inbox.close()
-
-
-def test_what_add_returns_is_the_row_as_stored(backend: Backend) -> None:
-    """On each backend, the event `Inbox.add` hands back for a new delivery (built from what it wrote, not
-    read back) equals the stored row as `get` reads it, and a redelivery is answered with that row."""
-    inbox = Inbox.open(backend.database_url)
-    headers = {"svix-id": "msg_stored", "svix-timestamp": "1700000000", "content-type": "application/json"}
-    delivery = NewDelivery(
-        "msg_stored",
-        Status.INVALID,
-        b'{"type": "route.optimized"}',
-        headers,
-        event_type="route.optimized",
-        path_type="route",
-        kind="route",
-        error="no request_id",
-    )
-    # A time in another zone, with microseconds: what comes back is UTC and exact, as stored.
-    now = datetime(2026, 12, 3, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
-    try:
-        first = inbox.add(delivery, now=now)
-        again = inbox.add(delivery)
-        stored = inbox.get(first.event.id)
-        assert (first.created, again.created) == (True, False)
-        assert first.event == stored == again.event
-        assert stored is not None
-        assert stored.received_at == datetime(2026, 12, 3, 7, 30, 15, 123456, tzinfo=UTC)
-        assert first.event.received_at.tzinfo is UTC
-        assert first.event.updated_at.tzinfo is UTC
-        assert (stored.status, stored.last_error, stored.attempts) == (Status.INVALID, "no request_id", 0)
-        assert stored.headers == headers
-    finally:
-        inbox.close()
 
 
 def test_a_batch_is_written_in_the_given_order(engine: Engine) -> None:

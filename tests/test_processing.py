@@ -5,25 +5,18 @@ import email.utils
 import itertools
 import json
 import logging
-import socket
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from support.deliveries import deliver, drain, services_with
+from support.deliveries import deliver, drain, route_event, services_with
+from support.processes import free_port
 from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 import defaults
-from errors import ApiUnavailable
-from event_types import Kind
 from handlers.registry import Event
 from inbox import Status
-from optipick_client import OptiPickClient
-from optipick_standin import StandInApi, example_result
 from results import Result
 
 USER = "673f48095739843f4de65ec9"
@@ -32,10 +25,6 @@ SECOND = timedelta(seconds=1)
 
 def seconds(n: float) -> timedelta:
     return timedelta(seconds=n)
-
-
-def route_delivery(services, sender, **payload):
-    return deliver(sender, services.inbox, {"request_id": ROUTE_ID, **payload}, path="/webhook/route")
 
 
 def result_files(settings) -> list[str]:
@@ -55,6 +44,21 @@ class Recorder:
         self.calls.append((event, result))
 
 
+# The whole flow ------------------------------------------------------------------------------------
+
+
+def test_signed_delivery_is_fetched_and_written_once(sender, services, api, settings):
+    """A route delivery is stored, processed by the queue, fetched once and written to the results folder."""
+    response = sender.send({"request_id": ROUTE_ID}, path="/webhook/route")
+    assert response.status_code == 200
+    assert drain(services) == 1
+    [event] = services.inbox.latest()
+    assert event.status is Status.DONE
+    assert api.fetches[("route", ROUTE_ID)] == 1
+    written = json.loads((settings.results_dir / "route" / f"{ROUTE_ID}.json").read_text())
+    assert written["request_id"] == ROUTE_ID
+
+
 # API failures --------------------------------------------------------------------------------------
 
 
@@ -63,7 +67,7 @@ def test_refused_api_key_is_dead_at_once(api, services, sender, caplog, capfd, s
     """401 and 403 mark the event dead on the first attempt, naming OPTIPICK_API_KEY but never the key itself."""
     caplog.set_level(logging.DEBUG)
     api.fail_first("route", ROUTE_ID, (status, {}, {"detail": "Could not validate credentials"}))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
 
     now = datetime.now(UTC)
     assert services.processor.process(stored.id, now=now) is Status.DEAD
@@ -86,7 +90,7 @@ def test_wrong_api_key_configured_is_dead_and_not_logged(environ, api, caplog):
     caplog.set_level(logging.DEBUG)
     wrong_key = "wrong-key-" + "w" * 24
     with services_with(environ, OPTIPICK_API_KEY=wrong_key) as (services, sender):
-        stored = route_delivery(services, sender)
+        stored = route_event(services, sender)
         assert services.processor.process(stored.id, now=datetime.now(UTC)) is Status.DEAD
         row = services.inbox.get(stored.id)
     assert "OPTIPICK_API_KEY" in row.last_error
@@ -100,7 +104,7 @@ def test_missing_result_retries_with_growing_delays_then_dies(api, services, sen
     """404 and 422 are retried with growing delays, then the event is dead after NOT_FOUND_MAX_ATTEMPTS attempts."""
     limit = defaults.NOT_FOUND_MAX_ATTEMPTS
     api.fail_first("route", ROUTE_ID, *[(status, {}, {"detail": "Request not found"})] * limit)
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
 
     now = datetime.now(UTC)
     waits = []
@@ -126,7 +130,7 @@ def test_missing_result_retries_with_growing_delays_then_dies(api, services, sen
 def test_not_found_then_found_is_done(api, services, sender, settings):
     """A result that is not readable at first (404) and then is, is done on the second attempt."""
     api.fail_first("route", ROUTE_ID, (404, {}, {"detail": "Request not found"}))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     now = datetime.now(UTC)
     assert services.processor.process(stored.id, now=now) is Status.RETRYING
     assert services.processor.process(stored.id, now=now + seconds(defaults.RETRY_DELAYS[0])) is Status.DONE
@@ -159,7 +163,7 @@ def _http_date(when: datetime) -> str:
 def test_rate_limit_waits_at_least_retry_after(api, services, sender, headers, least, most):
     """429 is retried no sooner than Retry-After (seconds or an HTTP date), and never sooner than the schedule."""
     api.fail_first("route", ROUTE_ID, (429, headers(), {"message": "Too Many Requests"}))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     now = datetime.now(UTC)
     assert services.processor.process(stored.id, now=now) is Status.RETRYING
     row = services.inbox.get(stored.id)
@@ -173,7 +177,7 @@ def test_rate_limit_waits_at_least_retry_after(api, services, sender, headers, l
 def test_absurd_retry_after_is_bounded(api, services, sender, value):
     """A Retry-After of years is recorded as a retry no later than the longest RETRY_DELAYS entry, never raised."""
     api.fail_first("route", ROUTE_ID, (429, {"Retry-After": value}, {"message": "Too Many Requests"}))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     now = datetime.now(UTC)
     assert services.processor.process(stored.id, now=now) is Status.RETRYING
     row = services.inbox.get(stored.id)
@@ -185,7 +189,7 @@ def test_absurd_retry_after_is_bounded(api, services, sender, value):
 def test_server_error_is_retried_then_done(api, services, sender, status):
     """A 5xx answer is retried after the first delay, and the next success marks the event done."""
     api.fail_first("route", ROUTE_ID, (status, {}, {"message": "Internal Server Error"}))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     now = datetime.now(UTC)
     assert services.processor.process(stored.id, now=now) is Status.RETRYING
     row = services.inbox.get(stored.id)
@@ -201,7 +205,7 @@ def test_server_errors_forever_end_dead_after_max_attempts(environ, api):
     api.fail_first("route", ROUTE_ID, (500, {}, "oops"), (502, {}, "bad gateway"), (503, {}, "unavailable"))
     with services_with(environ, MAX_ATTEMPTS="3") as (services, sender):
         assert services.settings.max_attempts == 3
-        stored = route_delivery(services, sender)
+        stored = route_event(services, sender)
         now = datetime.now(UTC)
         statuses = []
         for _ in range(3):
@@ -221,7 +225,7 @@ def test_retry_schedule_follows_retry_delays(api, services, sender, settings):
     attempts = settings.max_attempts
     assert attempts == defaults.MAX_ATTEMPTS
     api.fail_first("route", ROUTE_ID, *[(503, {}, "unavailable")] * attempts)
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     now = datetime.now(UTC)
     waits = []
     for _ in range(attempts - 1):
@@ -236,105 +240,16 @@ def test_retry_schedule_follows_retry_delays(api, services, sender, settings):
     assert api.fetches[("route", ROUTE_ID)] == attempts
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_connection_error_is_retried(environ, caplog):
     """An API that refuses connections leaves the event retrying with the error kept, and the key out of it."""
     caplog.set_level(logging.DEBUG)
-    with services_with(environ, OPTIPICK_API_URL=f"http://127.0.0.1:{_closed_port()}") as (services, sender):
-        stored = route_delivery(services, sender)
+    with services_with(environ, OPTIPICK_API_URL=f"http://127.0.0.1:{free_port()}") as (services, sender):
+        stored = route_event(services, sender)
         assert services.processor.process(stored.id, now=datetime.now(UTC)) is Status.RETRYING
         row = services.inbox.get(stored.id)
     assert "ConnectionError" in row.last_error
     assert API_KEY not in row.last_error
     assert API_KEY not in caplog.text
-
-
-def test_read_timeout_raises_api_unavailable():
-    """An API slower than the read timeout raises ApiUnavailable within about that timeout."""
-    slow = StandInApi(API_KEY, delay=0.6)
-    slow.add_result("route", ROUTE_ID)
-    with slow.serve():
-        client = OptiPickClient(slow.url, API_KEY, timeout=(1, 0.2))
-        started = time.monotonic()
-        with pytest.raises(ApiUnavailable, match="timed out"):
-            client.fetch(Kind.ROUTE, ROUTE_ID)
-        elapsed = time.monotonic() - started
-        client.close()
-    assert elapsed < 0.5
-    assert slow.fetches[("route", ROUTE_ID)] == 1
-
-
-@pytest.fixture(scope="module")
-def redirect_target():
-    """A second loopback server that records the headers of every request it gets."""
-    seen: list[dict[str, str]] = []
-
-    @Request.application
-    def record(request: Request) -> Response:
-        seen.append(dict(request.headers))
-        return Response(json.dumps(example_result("route", ROUTE_ID)), content_type="application/json")
-
-    server = make_server("127.0.0.1", 0, record, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}", seen
-    finally:
-        server.shutdown()
-        thread.join()
-
-
-@pytest.mark.parametrize("status", [301, 302, 307, 308])
-def test_redirect_is_not_followed_and_key_stays_home(api, services, sender, redirect_target, status):
-    """A redirect from the API is not followed: the event is retried and the redirect target receives nothing."""
-    target_url, seen = redirect_target
-    seen.clear()
-    api.fail_first("route", ROUTE_ID, (status, {"Location": f"{target_url}/optimize/route/{ROUTE_ID}"}, ""))
-    stored = route_delivery(services, sender)
-    assert services.processor.process(stored.id, now=datetime.now(UTC)) is Status.RETRYING
-    row = services.inbox.get(stored.id)
-    assert "redirect" in row.last_error
-    assert f"({status})" in row.last_error
-    assert seen == []
-    assert api.fetches[("route", ROUTE_ID)] == 1
-
-
-def test_proxy_from_the_environment_is_used(redirect_target, monkeypatch):
-    """HTTP_PROXY is honoured, as requests honours it, though the client reads the environment only once."""
-    proxy_url, seen = redirect_target  # a loopback server standing in for the proxy
-    seen.clear()
-    monkeypatch.setenv("HTTP_PROXY", proxy_url)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    client = OptiPickClient("http://optipick.example.invalid", API_KEY)
-    try:
-        assert client.fetch(Kind.ROUTE, ROUTE_ID).request_id == ROUTE_ID
-        assert client.fetch(Kind.ROUTE, ROUTE_ID).request_id == ROUTE_ID
-    finally:
-        client.close()
-    assert [headers["Host"] for headers in seen] == ["optipick.example.invalid"] * 2
-    assert seen[0]["X-Api-Key"] == API_KEY
-
-
-def test_no_proxy_from_the_environment_is_used(api, redirect_target, monkeypatch):
-    """NO_PROXY keeps the API's host away from HTTP_PROXY, as requests does."""
-    proxy_url, seen = redirect_target
-    seen.clear()
-    api.add_result("route", ROUTE_ID)
-    monkeypatch.setenv("HTTP_PROXY", proxy_url)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    client = OptiPickClient(api.url, API_KEY)
-    try:
-        assert client.fetch(Kind.ROUTE, ROUTE_ID).request_id == ROUTE_ID
-    finally:
-        client.close()
-    assert seen == []
-    assert api.fetches[("route", ROUTE_ID)] == 1
 
 
 @pytest.mark.parametrize(
@@ -349,7 +264,7 @@ def test_no_proxy_from_the_environment_is_used(api, redirect_target, monkeypatch
 def test_unreadable_200_is_retried(api, services, sender, body, error):
     """A 200 whose body is not JSON, or not a result, is retried; the next good answer makes the event done."""
     api.fail_first("route", ROUTE_ID, (200, {}, body))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     now = datetime.now(UTC)
     assert services.processor.process(stored.id, now=now) is Status.RETRYING
     assert error in services.inbox.get(stored.id).last_error
@@ -363,7 +278,7 @@ def test_failed_optimization_is_done_with_error_and_handlers_called(api, service
     api.add_result("route", ROUTE_ID, failed)
     recorder = Recorder()
     services.registry.subscribe("*", recorder)
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
 
     assert drain(services) == 1
     row = services.inbox.get(stored.id)
@@ -382,7 +297,7 @@ def test_failed_optimization_is_done_with_error_and_handlers_called(api, service
 def test_reconciler_reenqueues_a_lost_received_task(api, services, sender, settings):
     """A received event whose queued task was lost is enqueued again, but only after RECONCILE_AFTER_SECONDS,
     and not again within that interval."""
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     services.queue.huey.flush()  # the task is lost
     assert services.queue.pending() == 0
     received = stored.received_at
@@ -408,7 +323,7 @@ def test_reconciler_reenqueues_a_lost_received_task(api, services, sender, setti
 
 def test_reconciler_enqueues_a_received_row_again_while_still_unclaimed(api, services, sender):
     """A received row nobody claimed is enqueued again each RECONCILE_AFTER_SECONDS; the extra task does no harm."""
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     after = defaults.RECONCILE_AFTER_SECONDS
     first = stored.received_at + seconds(after + 1)
     assert services.processor.reconcile(now=first) == 1
@@ -422,7 +337,7 @@ def test_expired_lease_is_reenqueued_and_processed_exactly_once(api, services, s
     """A processing event whose worker died is enqueued again once its lease has run out, and processed once."""
     recorder = Recorder()
     services.registry.subscribe("*", recorder)
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     services.queue.huey.flush()  # a worker dequeued the task ...
     lease = settings.lease_seconds
     claimed_at = datetime.now(UTC) - seconds(lease + 10)
@@ -448,7 +363,7 @@ def test_expired_lease_is_reenqueued_and_processed_exactly_once(api, services, s
 def test_reconciler_reenqueues_a_retry_only_when_due(api, services, sender):
     """A retrying event whose scheduled task was lost is enqueued again once next_attempt_at has come."""
     api.fail_first("route", ROUTE_ID, (503, {}, "unavailable"))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     services.queue.huey.flush()
     failed_at = datetime.now(UTC) - seconds(60)
     assert services.processor.process(stored.id, now=failed_at) is Status.RETRYING
@@ -467,7 +382,7 @@ def test_reconciler_reenqueues_a_retry_only_when_due(api, services, sender):
 def test_retry_is_scheduled_in_the_queue(api, services, sender):
     """A retry is also put in the queue for its time (the fast path), not only recorded in the row."""
     api.fail_first("route", ROUTE_ID, (503, {}, "unavailable"))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     services.queue.huey.flush()
     assert services.processor.process(stored.id, now=datetime.now(UTC)) is Status.RETRYING
     assert services.queue.pending() == 1
@@ -478,68 +393,6 @@ def test_retry_is_scheduled_in_the_queue(api, services, sender):
 
 
 # Claims --------------------------------------------------------------------------------------------
-
-
-def test_two_claims_at_the_same_time_only_one_wins(api, services, sender, settings):
-    """Of two claims on the same row at the same moment, only the first wins."""
-    stored = route_delivery(services, sender)
-    now = datetime.now(UTC)
-    first = services.inbox.claim(stored.id, settings.lease_seconds, now=now)
-    second = services.inbox.claim(stored.id, settings.lease_seconds, now=now)
-    assert first is not None
-    assert second is None
-    assert services.inbox.get(stored.id).claim_token == first.token
-
-
-def test_concurrent_claims_from_threads_only_one_wins(api, services, sender, settings):
-    """Many threads claiming the same row at once: exactly one gets it."""
-    stored = route_delivery(services, sender)
-    now = datetime.now(UTC)
-    threads = 8
-    barrier = threading.Barrier(threads)
-    claims = []
-
-    def claim() -> None:
-        barrier.wait()
-        claims.append(services.inbox.claim(stored.id, settings.lease_seconds, now=now))
-
-    workers = [threading.Thread(target=claim) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=10)
-    won = [c for c in claims if c is not None]
-    assert len(claims) == threads
-    assert len(won) == 1
-    row = services.inbox.get(stored.id)
-    assert (row.claim_token, row.attempts) == (won[0].token, 1)
-
-
-def test_stale_claim_changes_nothing(api, services, sender, settings):
-    """After a lease ran out and another worker re-claimed, the old claim's finish, retry_later, renew and
-    reserve all return False and leave the row as the new owner has it."""
-    stored = route_delivery(services, sender)
-    lease = settings.lease_seconds
-    t = datetime.now(UTC)
-    old = services.inbox.claim(stored.id, lease, now=t)
-    assert services.inbox.claim(stored.id, lease, now=t + seconds(lease - 1)) is None  # still held
-    new = services.inbox.claim(stored.id, lease, now=t + seconds(lease + 1))
-    assert old is not None
-    assert new is not None
-    before = services.inbox.get(stored.id)
-
-    later = t + seconds(lease + 2)
-    assert services.inbox.finish(old, Status.DONE, now=later) is False
-    assert services.inbox.retry_later(old, "old worker", at=later + seconds(10), now=later) is False
-    assert services.inbox.renew(old, lease, now=later) is False
-    assert services.inbox.reserve_optimization(old, "route", ROUTE_ID, "route.optimized") is False
-
-    assert services.inbox.get(stored.id) == before
-    assert before.claim_token == new.token
-    assert before.status is Status.PROCESSING
-    assert services.inbox.holder_of("route", ROUTE_ID) is None
-    assert services.inbox.renew(new, lease, now=later) is True
-    assert services.inbox.finish(new, Status.DONE, now=later) is True
 
 
 def test_worker_whose_claim_was_taken_over_during_handlers_does_not_mark_done(api, services, sender, settings):
@@ -553,7 +406,7 @@ def test_worker_whose_claim_was_taken_over_during_handlers_does_not_mark_done(ap
         takeovers.append(services.inbox.claim(row.id, lease, now=t + seconds(lease + 1)))
 
     services.registry.subscribe("*", slow_handler)
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     assert services.processor.process(stored.id, now=t) is None
 
     [takeover] = takeovers
@@ -571,7 +424,7 @@ def test_worker_whose_claim_was_taken_over_during_fetch_skips_handlers(api, serv
     """A worker that lost its claim while fetching runs no handler and records nothing."""
     lease = settings.lease_seconds
     t = datetime.now(UTC)
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     takeovers = []
     answer = api.answer
 
@@ -594,7 +447,7 @@ def test_worker_whose_claim_was_taken_over_during_fetch_skips_handlers(api, serv
 
 def test_interrupted_attempts_end_dead_past_max_attempts(api, services, sender, settings):
     """An event whose every attempt was cut off before recording an outcome is dead once past MAX_ATTEMPTS."""
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     lease, limit = settings.lease_seconds, settings.max_attempts
     t = datetime.now(UTC)
     for n in range(limit):
@@ -613,7 +466,7 @@ def test_interrupted_last_attempt_keeps_the_earlier_error(environ, api):
     api.fail_first("route", ROUTE_ID, (503, {}, "unavailable"))
     with services_with(environ, MAX_ATTEMPTS="2") as (services, sender):
         lease = services.settings.lease_seconds
-        stored = route_delivery(services, sender)
+        stored = route_event(services, sender)
         t = datetime.now(UTC)
         assert services.processor.process(stored.id, now=t) is Status.RETRYING
         retry_at = services.inbox.get(stored.id).next_attempt_at
@@ -633,7 +486,7 @@ def test_second_message_for_the_same_optimization_is_a_duplicate(api, services, 
     with one fetch and one handler call."""
     recorder = Recorder()
     services.registry.subscribe("*", recorder)
-    first = route_delivery(services, sender)
+    first = route_event(services, sender)
     second = deliver(sender, services.inbox, {"request_id": ROUTE_ID, "type": f"route.optimized.Example.{USER}"})
 
     assert drain(services) == 2
@@ -648,7 +501,7 @@ def test_second_message_for_the_same_optimization_is_a_duplicate(api, services, 
 def test_a_dead_holder_gives_the_optimization_to_a_later_message(api, services, sender):
     """When the message holding an optimization is dead, a later message for it is processed, not a duplicate."""
     api.fail_first("route", ROUTE_ID, (403, {}, {"message": "Forbidden"}))
-    first = route_delivery(services, sender)
+    first = route_event(services, sender)
     assert drain(services) == 1
     assert services.inbox.get(first.id).status is Status.DEAD
 
@@ -662,7 +515,7 @@ def test_a_dead_holder_gives_the_optimization_to_a_later_message(api, services, 
 def test_route_and_cluster_with_the_same_request_id_are_both_processed(api, services, sender, settings):
     """A route result and a cluster result sharing a request id are two optimizations, both processed."""
     api.add_result("cluster", ROUTE_ID)
-    route = route_delivery(services, sender)
+    route = route_event(services, sender)
     cluster = deliver(sender, services.inbox, {"request_id": ROUTE_ID}, path="/webhook/cluster")
     assert drain(services) == 2
     assert services.inbox.get(route.id).status is Status.DONE
@@ -785,7 +638,7 @@ def test_a_duplicate_found_by_asking_the_api_keeps_its_detected_type(api, servic
 
 def test_a_database_error_while_claiming_leaves_the_worker_alive(api, services, sender):
     """When the inbox cannot be written, process() logs and returns; the event stays due for the reconciler."""
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     with services.inbox.engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE inbox_events RENAME TO inbox_events_away")
     assert services.processor.process(stored.id) is None

@@ -14,6 +14,7 @@ from config import load_settings
 from inbox import Inbox, StoredEvent
 from services import Services
 from signatures import new_message_id, signed_headers
+from support.standin import ROUTE_ID
 from webapp import create_app
 
 
@@ -80,3 +81,8 @@ def post_delivery(
     msg_id = msg_id or new_message_id()
     response = requests.post(base_url + path, data=body, headers=signed_headers(secret, body, msg_id), timeout=10)
     return msg_id, response.status_code
+
+
+def route_event(services: Services, sender: Sender, request_id: str = ROUTE_ID, **payload: Any) -> StoredEvent:
+    """Deliver a route result's webhook (POST /webhook/route) and return its inbox row."""
+    return deliver(sender, services.inbox, {"request_id": request_id, **payload}, path="/webhook/route")
