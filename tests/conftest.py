@@ -23,9 +23,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 from support.backends import BACKENDS, TEST_REDIS_URL, Backend, flush_redis, postgres_base_url, schema_url, server_url
-from support.deliveries import Sender
+from support.deliveries import Sender, drain
 from support.processes import Process, free_port, process_env
-from support.standin import API_KEY, standin_api
+from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID, UNKNOWN_ID, standin_api
 from werkzeug.serving import make_server
 
 from config import Settings, load_settings
@@ -160,6 +160,21 @@ def server(app: Flask) -> Iterator[int]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(10)
+
+
+@pytest.fixture
+def stored_events(sender: Sender, services: Services, api: StandInApi) -> list[str]:
+    """Four events, one per outcome, stored and processed for real; their message ids, oldest first."""
+    api.fail_first("cluster", CLUSTER_ID, (403, {}, {"message": "Forbidden"}))
+    sent = [
+        sender.send({"request_id": ROUTE_ID}, path="/webhook/route"),  # done
+        sender.send({"request_id": CLUSTER_ID}, path="/webhook/cluster"),  # dead: the API refuses the key
+        sender.send({"request_id": UNKNOWN_ID}, path="/webhook/route"),  # retrying: no result yet
+        sender.send({"type": "message.attempt.exhausted", "request_id": ROUTE_ID}),  # ignored
+    ]
+    assert [r.status_code for r in sent] == [200] * 4
+    drain(services)  # the retry is scheduled 10 s ahead, so the retrying event stays retrying
+    return [r.request.headers["svix-id"] for r in sent]
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from support.cli import run_cli
 from support.standin import API_KEY
 
 import defaults
@@ -204,3 +205,12 @@ def test_an_unusable_queue_or_database_url_is_one_line_naming_it(overrides, hint
     assert message.startswith(name)
     assert hint in message
     assert "\n" not in message
+
+
+def test_prune_after_days_below_two_is_refused(environ):
+    """PRUNE_AFTER_DAYS=1 is a configuration error naming the variable, in the settings and on the command line."""
+    with pytest.raises(ConfigError, match="PRUNE_AFTER_DAYS"):
+        load_settings({**environ, "PRUNE_AFTER_DAYS": "1"}, env_file=None)
+    result = run_cli(environ, "prune", PRUNE_AFTER_DAYS="1")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("configuration error: PRUNE_AFTER_DAYS")

@@ -2,13 +2,16 @@
 once, claims only one worker wins and that fence off a worker whose lease ran out, writers taking turns on
 the SQLite lock file, and the history of every step."""
 
+import itertools
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from support.backends import Backend
+from support.cli import run_cli
 from support.concurrency import ToldTurns, held_by_another_process, run_together
 from support.deliveries import route_event
+from support.outcomes import REFUSED_KEY, RELEASED, story
 from support.standin import ROUTE_ID
 
 from inbox import Inbox, NewDelivery, Status, create_db_engine, writers_lock
@@ -110,6 +113,9 @@ def test_what_add_returns_is_the_row_as_stored(backend: Backend) -> None:
 # Claims -------------------------------------------------------------------------------------------
 
 
+SECOND = timedelta(seconds=1)
+
+
 def seconds(n: float) -> timedelta:
     return timedelta(seconds=n)
 
@@ -174,3 +180,55 @@ def test_stale_claim_changes_nothing(api, services, sender, settings):
     assert services.inbox.holder_of("route", ROUTE_ID) is None
     assert services.inbox.renew(new, lease, now=later) is True
     assert services.inbox.finish(new, Status.DONE, now=later) is True
+
+
+# History ------------------------------------------------------------------------------------------
+
+
+def test_history_records_every_step_in_order(environ, services, sender, api):
+    """The history holds claimed, retrying, done, duplicate, replayed, released and dead entries, in order, each
+    with its attempt number and error."""
+    api.fail_first("route", ROUTE_ID, (503, {}, {"message": "Service Unavailable"}))
+    event = route_event(services, sender)
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    assert services.processor.process(event.id, now=start) is Status.RETRYING
+    assert services.processor.process(event.id, now=start + 10 * SECOND) is Status.DONE
+    copy = route_event(services, sender)
+    assert services.processor.process(copy.id, now=start + 11 * SECOND) is Status.DUPLICATE
+
+    assert run_cli(environ, "replay", event.msg_id).exit_code == 0
+    later = datetime.now(UTC) + SECOND
+    claim = services.inbox.claim(event.id, 60, now=later)
+    assert services.inbox.release(claim, now=later)
+    api.fail_first("route", ROUTE_ID, (403, {}, {"message": "Forbidden"}))
+    assert services.processor.process(event.id, now=later + SECOND) is Status.DEAD
+
+    history = services.inbox.history_of(event.id)
+    assert [(h.action, h.attempt) for h in history] == [
+        ("claimed", 1),
+        ("retrying", 1),
+        ("claimed", 2),
+        ("done", 2),
+        ("replayed", None),
+        ("claimed", 1),
+        ("released", 1),
+        ("claimed", 1),
+        ("dead", 1),
+    ]
+    errors = [h.error for h in history]
+    assert errors[:7] == [
+        None,
+        f"GET /optimize/route/{ROUTE_ID} answered 503",
+        None,
+        None,
+        "replayed as received",
+        None,
+        RELEASED,
+    ]
+    assert errors[7] is None
+    assert errors[8].startswith(REFUSED_KEY)
+    assert all(a.at <= b.at for a, b in itertools.pairwise(history))
+    assert story(services, copy.id) == [
+        ("claimed", 1, None),
+        ("duplicate", 1, f"route {ROUTE_ID} is handled by {event.msg_id}"),
+    ]

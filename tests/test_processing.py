@@ -5,11 +5,13 @@ import email.utils
 import itertools
 import json
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from support.deliveries import deliver, drain, route_event, services_with
+from support.outcomes import RELEASED, story
 from support.processes import free_port
 from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 from werkzeug.wrappers import Request, Response
@@ -645,3 +647,56 @@ def test_a_database_error_while_claiming_leaves_the_worker_alive(api, services, 
     with services.inbox.engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE inbox_events_away RENAME TO inbox_events")
     assert services.processor.process(stored.id) is Status.DONE
+
+
+# Giving work back at shutdown ----------------------------------------------------------------------
+
+
+class Gate:
+    """A handler that blocks its first call until told to go on."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.go_on = threading.Event()
+        self.calls = 0
+
+    def __call__(self, event, result) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            self.go_on.wait(10)
+
+
+def test_release_active_gives_back_an_unfinished_claim(services, sender, api):
+    """release_active gives back a claim still being worked on: retrying, due at once, attempt not counted, history
+    `released`; the cut-off worker's late finish changes nothing, and the next process() finishes it once."""
+    gate = Gate()
+    services.registry.subscribe("*", gate)
+    event = route_event(services, sender)
+    outcome: list[Status | None] = []
+    worker = threading.Thread(target=lambda: outcome.append(services.processor.process(event.id)))
+    worker.start()
+    try:
+        assert gate.entered.wait(10)
+        released_at = datetime.now(UTC)
+        assert services.processor.release_active(now=released_at) == 1
+    finally:
+        gate.go_on.set()
+        worker.join(10)
+    assert not worker.is_alive()
+
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts, row.claim_token, row.lease_until) == (Status.RETRYING, 0, None, None)
+    assert row.next_attempt_at == released_at
+    assert story(services, event.id) == [("claimed", 1, None), ("released", 1, RELEASED)]
+    assert outcome == [None]  # the late finish found its claim gone
+    assert services.inbox.due(now=released_at) == [event.id]
+    assert services.processor.release_active() == 0
+
+    assert services.processor.process(event.id, now=released_at) is Status.DONE
+    assert services.processor.process(event.id, now=released_at + SECOND) is None
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts) == (Status.DONE, 1)
+    assert [h[0] for h in story(services, event.id)] == ["claimed", "released", "claimed", "done"]
+    assert gate.calls == 2
+    assert api.fetches[("route", ROUTE_ID)] == 2

@@ -86,3 +86,15 @@ def post_delivery(
 def route_event(services: Services, sender: Sender, request_id: str = ROUTE_ID, **payload: Any) -> StoredEvent:
     """Deliver a route result's webhook (POST /webhook/route) and return its inbox row."""
     return deliver(sender, services.inbox, {"request_id": request_id, **payload}, path="/webhook/route")
+
+
+def send_invalid(sender: Sender, services: Services) -> StoredEvent:
+    """An authentic delivery without a request id: stored as invalid, answered 400."""
+    msg_id = new_message_id()
+    assert sender.send({"type": "route.optimized"}, msg_id=msg_id).status_code == 400
+    return services.inbox.by_msg_id(msg_id)
+
+
+def send_ignored(sender: Sender, services: Services) -> StoredEvent:
+    """An authentic delivery of another product's event type: stored as ignored, answered 2xx."""
+    return deliver(sender, services.inbox, {"type": "message.attempt.exhausted", "request_id": ROUTE_ID})

@@ -5,6 +5,12 @@ from optipick_standin import StandInApi
 API_KEY = "test-api-key-" + "k" * 20
 ROUTE_ID = "67d3f1a95e593173d0a1b2c4"  # the example route result
 CLUSTER_ID = "67d3f2af5e593173d0a1b2d9"  # the example cluster result
+UNKNOWN_ID = "0" * 24  # a request id the stand-in has no result for (until a test adds one)
+# The console summary of the example route result (handlers/console.py).
+ROUTE_SUMMARY = (
+    f"route {ROUTE_ID} (Example, wave WAVE-2025-03-14-07): 6 picks, 1 invalid pick left out; "
+    "no distance totals in the result"
+)
 
 
 def standin_api() -> StandInApi:
