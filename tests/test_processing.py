@@ -7,11 +7,10 @@ import json
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from support.deliveries import deliver, drain, route_event, services_with
-from support.outcomes import RELEASED, story
+from support.outcomes import RELEASED, result_files, story
 from support.processes import free_port
 from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 from werkzeug.wrappers import Request, Response
@@ -19,7 +18,8 @@ from werkzeug.wrappers import Request, Response
 import defaults
 from handlers.registry import Event
 from inbox import Status
-from results import Result
+from optipick_standin import example_result
+from results import Result, RouteResult
 
 USER = "673f48095739843f4de65ec9"
 SECOND = timedelta(seconds=1)
@@ -27,13 +27,6 @@ SECOND = timedelta(seconds=1)
 
 def seconds(n: float) -> timedelta:
     return timedelta(seconds=n)
-
-
-def result_files(settings) -> list[str]:
-    root: Path = settings.results_dir
-    if not root.exists():
-        return []
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 class Recorder:
@@ -524,6 +517,58 @@ def test_route_and_cluster_with_the_same_request_id_are_both_processed(api, serv
     assert services.inbox.get(cluster.id).status is Status.DONE
     assert api.fetches == {("route", ROUTE_ID): 1, ("cluster", ROUTE_ID): 1}
     assert result_files(settings) == [f"cluster/{ROUTE_ID}.json", f"route/{ROUTE_ID}.json"]
+
+
+# Handlers ------------------------------------------------------------------------------------------
+
+
+def test_failing_handler_leaves_event_retrying_and_others_ran(services, sender, settings):
+    """End to end: a handler that raises leaves the event retrying, named in last_error; the other handlers ran."""
+    calls: list[str] = []
+
+    def flaky_handler(event: Event, result: RouteResult) -> None:
+        raise RuntimeError("cannot reach the WMS")
+
+    services.registry.subscribe("*", flaky_handler)
+    services.registry.subscribe("route.optimized", lambda e, r: calls.append(e.request_id))
+    stored = deliver(sender, services.inbox, {"request_id": ROUTE_ID}, path="/webhook/route")
+
+    assert services.processor.process(stored.id, now=datetime.now(UTC)) is Status.RETRYING
+    row = services.inbox.get(stored.id)
+    assert row.status is Status.RETRYING
+    assert "handler failed" in row.last_error
+    assert "flaky_handler" in row.last_error
+    assert calls == [ROUTE_ID]
+    assert (settings.results_dir / "route" / f"{ROUTE_ID}.json").is_file()  # the built-in handler ran too
+
+
+def test_general_event_takes_warehouse_and_user_from_the_result(api, services, sender):
+    """For a general route.optimized event the warehouse (site_name) and user id (ownerId) come from the result,
+    so a warehouse pattern still matches."""
+    document = example_result("route", ROUTE_ID)
+    document["ownerId"] = USER
+    api.add_result("route", ROUTE_ID, document)
+    matched: list[Event] = []
+    services.registry.subscribe(f"route.optimized.Example.{USER}", lambda e, r: matched.append(e))
+    services.registry.subscribe("route.optimized.Other.*", lambda e, r: pytest.fail("wrong warehouse matched"))
+
+    stored = deliver(sender, services.inbox, {"request_id": ROUTE_ID}, path="/webhook/route.optimized")
+    drain(services)
+
+    assert services.inbox.get(stored.id).status is Status.DONE
+    [event] = matched
+    assert (event.type, event.warehouse, event.user_id) == ("route.optimized", "Example", USER)
+
+
+def test_warehouse_type_keeps_its_own_warehouse(services, sender):
+    """For a warehouse-specific event the warehouse and user id come from the event type, not the result."""
+    matched: list[Event] = []
+    services.registry.subscribe("cluster.optimized.Other Site.*", lambda e, r: matched.append(e))
+    stored = deliver(sender, services.inbox, {"request_id": CLUSTER_ID, "type": "cluster.optimized.Other Site.u7"})
+    drain(services)
+    assert services.inbox.get(stored.id).status is Status.DONE
+    [event] = matched
+    assert (event.warehouse, event.user_id) == ("Other Site", "u7")
 
 
 # Event type resolution -----------------------------------------------------------------------------
