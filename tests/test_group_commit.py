@@ -119,8 +119,7 @@ def test_a_lone_write_is_committed_and_returned(engine: Engine) -> None:
 
 
 def test_writes_that_queue_during_a_commit_share_the_next_one(engine: Engine) -> None:
-    """Sixteen threads writing at once: every one gets its own row id, all rows are stored, and they
-    took far fewer commits than writes."""
+    """Writes queued during a commit share the next one: sixteen rows, each its own id, in far fewer commits."""
     commits = count_commits(engine)
     held = HeldWrite(insert_row, "w0")
     group = GroupCommit(engine, held)
@@ -148,8 +147,7 @@ def test_no_thread_hears_back_before_the_commit_that_holds_its_write(engine: Eng
 
 
 def test_a_write_that_cannot_be_stored_fails_alone(engine: Engine) -> None:
-    """A NULL name breaks its batch's transaction; the others are written again one by one and stored,
-    and only the bad one's thread gets the error."""
+    """A write that breaks its batch (a NULL name) fails alone: the others are written again one by one."""
     held = HeldWrite(insert_row, "w0")
     group = GroupCommit(engine, held)
     names = ["w0", *(None if i == 4 else f"w{i}" for i in range(1, 8))]
@@ -160,8 +158,7 @@ def test_a_write_that_cannot_be_stored_fails_alone(engine: Engine) -> None:
 
 
 def test_a_database_failure_fails_the_whole_batch_at_once(engine: Engine) -> None:
-    """An OperationalError (here: a table that is not there) goes to every thread of the batch, each
-    write is not tried again alone, and nothing is stored."""
+    """An OperationalError fails every write of its batch at once, none tried again alone, nothing stored."""
     attempts: list[str] = []
 
     def broken(connection: Connection, name: str) -> int:
@@ -190,8 +187,7 @@ def test_writes_keep_working_after_a_failed_batch(engine: Engine) -> None:
 
 
 def test_a_leader_writes_only_in_its_turn_on_the_writers_lock(engine: Engine, tmp_path: Path) -> None:
-    """While another process holds the writers' lock a write waits (not sleeping in SQLite's busy handler), and
-    is committed once the lock is let go."""
+    """While another process holds the writers' lock a write waits, and it is committed once the lock is let go."""
     lock = ToldTurns(WritersLock(tmp_path / "group.db-writers.lock"))
     group = GroupCommit(engine, insert_row, turn=lock.turn)
     written: list[int] = []
@@ -213,8 +209,7 @@ def test_a_leader_writes_only_in_its_turn_on_the_writers_lock(engine: Engine, tm
 
 
 def test_a_batch_is_written_in_the_given_order(engine: Engine) -> None:
-    """With `order`, the writes of a batch go in that order whatever order their threads queued in, so
-    two processes inserting the same keys lock them in the same order."""
+    """With `order`, a batch is written in that order whatever order its threads queued in (no lock-order deadlock)."""
     written: list[str] = []
 
     def record(connection: Connection, name: str) -> int:

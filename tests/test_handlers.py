@@ -85,8 +85,7 @@ def test_handler_module_is_loaded_and_called_with_the_event(environ, example_cal
     ],
 )
 def test_bad_handler_module_is_a_config_error(environ, modules, message):
-    """A HANDLER_MODULES entry that cannot be imported, lacks register() or subscribes a bad pattern is a
-    ConfigError naming HANDLER_MODULES."""
+    """A HANDLER_MODULES entry not importable, without register() or with a bad pattern is a ConfigError naming it."""
     settings = load_settings({**environ, "HANDLER_MODULES": modules}, env_file=None)
     with pytest.raises(ConfigError, match="HANDLER_MODULES") as raised:
         build_registry(settings)

@@ -63,8 +63,7 @@ def test_the_workers_bookkeeping_also_waits_for_its_turn(tmp_path: Path) -> None
 
 
 def test_the_same_delivery_six_times_at_once_is_stored_once(backend: Backend) -> None:
-    """Six threads adding the same svix-id at once (redeliveries racing the first), on each backend:
-    one row, one thread created it, and all are told about that row."""
+    """Six threads adding one svix-id at once, on each backend: one row, created by one of them, told to all."""
     inbox = Inbox.open(backend.database_url)
     delivery = NewDelivery("msg_same", Status.RECEIVED, b"{}", {"svix-id": "msg_same"}, request_id="r1")
     try:
@@ -78,8 +77,7 @@ def test_the_same_delivery_six_times_at_once_is_stored_once(backend: Backend) ->
 
 
 def test_what_add_returns_is_the_row_as_stored(backend: Backend) -> None:
-    """On each backend, the event `Inbox.add` hands back for a new delivery (built from what it wrote, not
-    read back) equals the stored row as `get` reads it, and a redelivery is answered with that row."""
+    """On each backend, the event Inbox.add returns (new or redelivered) equals the stored row as get reads it."""
     inbox = Inbox.open(backend.database_url)
     headers = {"svix-id": "msg_stored", "svix-timestamp": "1700000000", "content-type": "application/json"}
     delivery = NewDelivery(
@@ -156,8 +154,7 @@ def test_concurrent_claims_from_threads_only_one_wins(api, services, sender, set
 
 
 def test_stale_claim_changes_nothing(api, services, sender, settings):
-    """After a lease ran out and another worker re-claimed, the old claim's finish, retry_later, renew and
-    reserve all return False and leave the row as the new owner has it."""
+    """A claim whose lease ran out and was taken over can neither finish, retry, renew nor reserve: all False."""
     stored = route_event(services, sender)
     lease = settings.lease_seconds
     t = datetime.now(UTC)
@@ -186,8 +183,7 @@ def test_stale_claim_changes_nothing(api, services, sender, settings):
 
 
 def test_history_records_every_step_in_order(environ, services, sender, api):
-    """The history holds claimed, retrying, done, duplicate, replayed, released and dead entries, in order, each
-    with its attempt number and error."""
+    """The history records claimed, retrying, done, duplicate, replayed, released, dead in order, attempt and error."""
     api.fail_first("route", ROUTE_ID, (503, {}, {"message": "Service Unavailable"}))
     event = route_event(services, sender)
     start = datetime.now(UTC) - timedelta(minutes=1)

@@ -1,5 +1,6 @@
-"""The worker's side, against the real stand-in API and the real SQLite inbox and queue: every API failure and
-its outcome, the retry schedule, the reconciler, claims and leases, duplicates, and how an event's type is found."""
+"""The worker's side (processing.py), against the real stand-in API and the real SQLite inbox and queue: the
+whole flow, every API failure and its outcome, the retry schedule, the reconciler, claims lost to another
+worker, duplicates, what the handlers get, how an event's type is found, and giving work back at shutdown."""
 
 import email.utils
 import itertools
@@ -290,8 +291,7 @@ def test_failed_optimization_is_done_with_error_and_handlers_called(api, service
 
 
 def test_reconciler_reenqueues_a_lost_received_task(api, services, sender, settings):
-    """A received event whose queued task was lost is enqueued again, but only after RECONCILE_AFTER_SECONDS,
-    and not again within that interval."""
+    """A received event whose task was lost is enqueued again after RECONCILE_AFTER_SECONDS, not again before."""
     stored = route_event(services, sender)
     services.queue.huey.flush()  # the task is lost
     assert services.queue.pending() == 0
@@ -387,7 +387,7 @@ def test_retry_is_scheduled_in_the_queue(api, services, sender):
     assert seconds(defaults.RETRY_DELAYS[0] - 5) < wait <= seconds(defaults.RETRY_DELAYS[0])
 
 
-# Claims --------------------------------------------------------------------------------------------
+# Claims lost to another worker, and attempts cut off --------------------------------------------------
 
 
 def test_worker_whose_claim_was_taken_over_during_handlers_does_not_mark_done(api, services, sender, settings):
@@ -477,8 +477,7 @@ def test_interrupted_last_attempt_keeps_the_earlier_error(environ, api):
 
 
 def test_second_message_for_the_same_optimization_is_a_duplicate(api, services, sender):
-    """Two messages (different svix-ids) for one optimization: the second is a duplicate naming the first,
-    with one fetch and one handler call."""
+    """A second message for one optimization is a duplicate naming the first: one fetch, one handler call."""
     recorder = Recorder()
     services.registry.subscribe("*", recorder)
     first = route_event(services, sender)
@@ -543,8 +542,7 @@ def test_failing_handler_leaves_event_retrying_and_others_ran(services, sender, 
 
 
 def test_general_event_takes_warehouse_and_user_from_the_result(api, services, sender):
-    """For a general route.optimized event the warehouse (site_name) and user id (ownerId) come from the result,
-    so a warehouse pattern still matches."""
+    """A route.optimized event takes its warehouse and user id from the result, so warehouse patterns match."""
     document = example_result("route", ROUTE_ID)
     document["ownerId"] = USER
     api.add_result("route", ROUTE_ID, document)
@@ -713,8 +711,7 @@ class Gate:
 
 
 def test_release_active_gives_back_an_unfinished_claim(services, sender, api):
-    """release_active gives back a claim still being worked on: retrying, due at once, attempt not counted, history
-    `released`; the cut-off worker's late finish changes nothing, and the next process() finishes it once."""
+    """release_active gives back a claim in progress, due now and uncounted; its late finish is void; done once."""
     gate = Gate()
     services.registry.subscribe("*", gate)
     event = route_event(services, sender)

@@ -203,8 +203,7 @@ def test_replay_needs_a_message_id(environ):
 
 
 def test_replay_resolves_the_type_with_todays_default(environ, services, sender, api):
-    """An untyped event dead after the API knew no result is replayed under WEBHOOK_DEFAULT_EVENT_TYPE and
-    processed as a route result, without asking the API which kind it is."""
+    """A replayed untyped event takes today's WEBHOOK_DEFAULT_EVENT_TYPE and is fetched without asking its kind."""
     event = deliver(sender, services.inbox, {"request_id": ROUTE_2})
     now = datetime.now(UTC)
     for _ in range(defaults.NOT_FOUND_MAX_ATTEMPTS):

@@ -90,8 +90,7 @@ def stamp(when: datetime) -> str:
 
 
 def test_show_prints_a_done_event_in_full(environ, services, sender, api, secret):
-    """`show` prints ids, status, attempts, type, request id, times, the result summary, the whole history
-    (received, claimed with attempt numbers, retrying with its error, done), headers and the pretty payload."""
+    """`show` prints a done event's fields, result summary, whole history, headers and pretty-printed payload."""
     api.fail_first("route", ROUTE_ID, (503, {}, {"message": "Service Unavailable"}))
     msg_id = new_message_id()
     response = sender.send({"request_id": ROUTE_ID, "note": "Lagerhalle Süd"}, path="/webhook/route", msg_id=msg_id)
@@ -162,8 +161,7 @@ def test_show_prints_the_last_error_and_next_look_of_a_retrying_event(environ, s
 
 
 def test_show_prints_a_body_that_is_not_json_as_it_came(environ, services, sender):
-    """An invalid event whose body is not JSON shows its error, type unknown, only `received` in history, and the
-    raw bytes."""
+    """`show` of an invalid event whose body is not JSON prints its error, type unknown and the raw bytes."""
     msg_id = new_message_id()
     assert sender.send("not json at all", msg_id=msg_id).status_code == 400
 

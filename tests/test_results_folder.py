@@ -22,8 +22,7 @@ def _files(root: Path) -> list[str]:
 
 @pytest.mark.parametrize(("kind", "request_id"), [(Kind.ROUTE, ROUTE_ID), (Kind.CLUSTER, CLUSTER_ID)])
 def test_results_folder_writes_one_file_per_result(tmp_path, kind, request_id):
-    """The result is written as RESULTS_DIR/<kind>/<request_id>.json; writing it twice leaves one file, the same
-    content, and no temporary file."""
+    """A result is written as RESULTS_DIR/<kind>/<request_id>.json; twice leaves one file, same bytes, no temporary."""
     document = example_result(kind, request_id)
     result = (parse_route if kind is Kind.ROUTE else parse_cluster)(document)
     folder = ResultsFolder(tmp_path / "results")

@@ -71,8 +71,7 @@ FINISHED_OLD = {"done", "duplicate", "ignored"}
     ids=["default-30-days", "5-days", "minimum-2-days", "none-old-enough", "include-failed", "5-days-include-failed"],
 )
 def test_prune_deletes_only_old_finished_events_and_their_history(environ, services, aged, args, days, deleted):
-    """prune deletes finished events (and with --include-failed dead and invalid ones) received before the cutoff,
-    with their history, and never an event still to be processed; it prints the count."""
+    """prune deletes finished (with --include-failed, failed) events older than the cutoff, with their history."""
     before = snapshot(services)
     gone_ids = [aged[name].id for name in deleted]
     assert history_rows(services, gone_ids) == sum(len(services.inbox.history_of(i)) for i in gone_ids)

@@ -1,5 +1,6 @@
-"""Svix's official signature test vectors (svix-delivery.md §4), through the svix library, raw HMAC-SHA256
-and the service's SignatureVerifier."""
+"""Signatures (signatures.py). Svix's published signature test vectors (three messages, three large payloads,
+negatives, decoys, a v1a entry) through the svix library, raw HMAC-SHA256 and the service's SignatureVerifier;
+and the helpers everything here signs with."""
 
 import base64
 import hashlib

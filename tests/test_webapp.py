@@ -1,4 +1,6 @@
-"""Intake and security of POST /webhook and GET /healthz, one table per row of security-checklist.md.
+"""The web side (webapp.py): POST /webhook and GET /healthz. A delivery that fails authentication gets a generic
+401; only POST, JSON and bodies within MAX_BODY_BYTES are taken (chunked ones too); a redelivery is a 2xx
+duplicate; a store that fails is 503, a queue that fails is still 2xx; no answer is ever a redirect.
 
 Every delivery is signed for real with the svix library at the current time. Each test asserts the status,
 the inbox rows written (none for anything forged or malformed) and, where a secret is in play, that neither
@@ -35,7 +37,7 @@ from webapp import create_app
 BODY = json.dumps({"request_id": ROUTE_ID}).encode()
 # BODY with exactly one byte changed (the request id's last character).
 TAMPERED = BODY.replace(ROUTE_ID.encode(), ROUTE_ID[:-1].encode() + b"5")
-# The decoys of svix-delivery.md §4: a wrong v1 entry and an entry of an unknown version.
+# The decoys of Svix's published test vectors: a wrong v1 entry, and an entry of an unknown version (v2).
 WRONG_V1 = "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc="
 DECOYS = f"{WRONG_V1} v2,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc="
 V1A = "v1a,hnO3f9T8Ytu9HwrXslvumlUpqtNVqkhqw/enGzPCXe5BdqzCInXqYXFymVJaA7AZdpXwVLPo3mNl8EM+m7TBAg=="
@@ -164,10 +166,10 @@ def post(port: int, body: bytes, headers: Headers, *, chunked: bool = False) -> 
         conn.close()
 
 
-# Row 5, 6, 8, 9, 10, 11, 12, 15: authentication failures are 401, generic, and store nothing -------------
+# Authentication failures are 401, generic, and store nothing ------------------------------------------
 
 FORGED: dict[str, Build] = {
-    # 5: headers missing or empty, and no complete webhook-* set
+    # Headers missing or empty, and no complete webhook-* set
     "no svix-id": lambda s: (BODY, signed(s, svix_id=None)),
     "no svix-timestamp": lambda s: (BODY, signed(s, svix_timestamp=None)),
     "no svix-signature": lambda s: (BODY, signed(s, svix_signature=None)),
@@ -177,18 +179,18 @@ FORGED: dict[str, Build] = {
         BODY,
         {k.replace("svix-", "webhook-"): v for k, v in signed(s).items() if k != "svix-signature"},
     ),
-    # 10, 11: outside the ±5 min window, correctly signed for the timestamp sent
+    # Outside the ±5 min window, correctly signed for the timestamp sent
     "timestamp 310 s old": at_timestamp(lambda: now_ts(-310)),
     "timestamp 310 s ahead": at_timestamp(lambda: now_ts(310)),
     "timestamp a day old": at_timestamp(lambda: now_ts(-86400)),
     "timestamp in milliseconds": at_timestamp(lambda: now_ts() + "000"),
-    # 12: timestamps that are not a usable number
+    # Timestamps that are not a usable number
     "timestamp not a number": at_timestamp(lambda: "yesterday"),
     "timestamp nan": at_timestamp(lambda: "nan"),
     "timestamp 1e400": at_timestamp(lambda: "1e400"),
     "timestamp inf": at_timestamp(lambda: "inf"),
     "timestamp negative": at_timestamp(lambda: "-1"),
-    # 6: another secret, a tampered byte, re-serialised JSON, a changed id or timestamp
+    # Another secret, a tampered byte, re-serialised JSON, a changed id or timestamp
     "another secret": lambda s: (BODY, signed_headers(new_secret(), BODY)),
     "one byte tampered": lambda s: (TAMPERED, signed(s)),
     "JSON re-serialised compactly": lambda s: (
@@ -203,7 +205,7 @@ FORGED: dict[str, Build] = {
     "svix-id changed after signing": lambda s: (BODY, signed(s, svix_id=new_message_id())),
     "svix-timestamp changed after signing": lambda s: (BODY, signed(s, svix_timestamp=now_ts(-2))),
     "signature of an empty body": lambda s: (BODY, signed(s, b"")),
-    # 8: malformed signature lists are 401, never 500
+    # Malformed signature lists are 401, never 500
     "entry without a comma": with_signature(lambda sig: sig.removeprefix("v1,")),
     "entry with three parts": with_signature(lambda sig: sig + ",extra"),
     "bad base64 v1,abc": with_signature(lambda sig: "v1,abc"),
@@ -211,12 +213,12 @@ FORGED: dict[str, Build] = {
     "comma-joined duplicate header": with_signature(lambda sig: f"{sig}, {sig}"),
     "comma-joined without space": with_signature(lambda sig: f"{sig},{sig}"),
     "header sent twice": lambda s: (BODY, signature_twice(signed(s))),
-    # 9: only v1a or unknown versions, even when they carry the right HMAC: no downgrade
+    # Only v1a or unknown versions, even when they carry the right HMAC: no downgrade
     "only a v1a entry": with_signature(lambda sig: V1A),
     "right HMAC labelled v2": with_signature(lambda sig: sig.replace("v1,", "v2,", 1)),
     "right HMAC labelled v1a": with_signature(lambda sig: sig.replace("v1,", "v1a,", 1)),
     "only the decoys": with_signature(lambda sig: DECOYS),
-    # 15: a body that is not UTF-8, correctly signed over its bytes
+    # A body that is not UTF-8, correctly signed over its bytes
     "body not UTF-8": lambda s: (NOT_UTF8, signed_raw(s, NOT_UTF8)),
 }
 
@@ -237,7 +239,7 @@ def test_forged_delivery_is_401_and_stores_nothing(build, client, services, secr
 
 
 def test_stale_rejection_heals_when_svix_retries_with_a_fresh_signature(client, services, secret):
-    """Row 29: a delivery refused for its timestamp is accepted when retried, same id, signed afresh."""
+    """A delivery refused for its timestamp is accepted when Svix retries it, same id, signed afresh."""
     msg_id = new_message_id()
     stale = signed_headers(secret, BODY, msg_id, now=datetime.now(UTC) - timedelta(minutes=10))
     assert client.post("/webhook", data=BODY, headers=stale).status_code == 401
@@ -285,7 +287,7 @@ def test_authentic_delivery_is_stored_then_acknowledged(build, client, services,
     assert_no_leak(secret, caplog.text, response.get_data(as_text=True))
 
 
-# Row 25: rotation, a match against any configured secret ----------------------------------------
+# Rotating the secret: a match against any configured secret -------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -315,7 +317,7 @@ def test_rotation_accepts_any_configured_secret(configured, signer, expected, en
         built.close()
 
 
-# Row 1: methods -------------------------------------------------------------------------------
+# Methods: POST only -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"])
@@ -329,7 +331,7 @@ def test_other_methods_are_405_and_store_nothing(method, path, client, services,
     assert services.inbox.count() == 0
 
 
-# Row 2 and 3: size cap, with Content-Length and chunked ---------------------------------------------
+# The size cap (MAX_BODY_BYTES), with Content-Length and chunked ---------------------------------------
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
@@ -388,7 +390,7 @@ def test_duplicate_headers_over_a_real_socket_are_401(server, services, secret):
     assert services.inbox.count() == 0
 
 
-# Row 4: content type ----------------------------------------------------------------------------
+# Content type: JSON only ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -404,7 +406,7 @@ def test_non_json_content_type_is_415(content_type, client, services, secret):
     assert services.inbox.count() == 0
 
 
-# Rows 13 and 14: duplicates -----------------------------------------------------------------------
+# Redeliveries and concurrent copies: one row, one task, one fetch -------------------------------------
 
 
 def test_redelivery_is_acknowledged_without_a_second_row_or_task(sender, services, api):
@@ -480,7 +482,7 @@ def test_concurrent_deliveries_of_one_message_are_one_row(api, services, app, se
     assert api.fetches[("route", ROUTE_ID)] == 1
 
 
-# Rows 19 and 20: storage failures ------------------------------------------------------------------
+# Storage failures: the inbox down is 503, the queue down still 2xx ------------------------------------
 
 
 def test_inbox_down_is_503_with_retry_after_and_nothing_half_written(sender, services, settings, caplog):
@@ -518,7 +520,7 @@ def test_queue_down_after_commit_is_2xx_and_the_reconciler_enqueues_later(sender
     assert services.inbox.by_msg_id(msg_id).status is Status.DONE
 
 
-# Rows 24 and 28: never a redirect, never 410 --------------------------------------------------------
+# Never a redirect (Svix counts a 3xx as a failure), never 410 -----------------------------------------
 
 
 @pytest.mark.parametrize(

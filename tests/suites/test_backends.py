@@ -245,7 +245,7 @@ def test_reconcilers_side_by_side_hand_out_each_due_event_once(backend, services
 
 
 def test_second_message_for_the_same_optimization_is_a_duplicate(backend, sender, services, api, settings):
-    """Two messages (general and warehouse type) for one optimization: one is done, the other duplicate, one fetch."""
+    """A second message for one optimization is a duplicate naming the first: one fetch, one handler call."""
     first = deliver(sender, services.inbox, {"request_id": ROUTE_ID}, path="/webhook/route")
     second = deliver(
         sender, services.inbox, {"request_id": ROUTE_ID}, path=f"/webhook/route.optimized.Example.{EXAMPLE_USER}"

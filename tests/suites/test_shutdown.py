@@ -101,8 +101,7 @@ def test_sigterm_lets_a_slow_handler_finish_within_the_grace_period(
 def test_stop_past_the_grace_period_gives_the_event_back_and_a_restart_finishes_it_once(
     launch, receiver_env, inbox, secret, base_url, tmp_path, signum
 ):
-    """A stop with a 1 s grace during a 6 s handler exits at once, releases the event (due now, no lease),
-    and the next start takes it to done with the handler completed once in all."""
+    """A stop past a 1 s grace gives the running event back, due now; the next start does it, the handler once."""
     first, msg_id = start_slow_event(launch, receiver_env(6, SHUTDOWN_GRACE_SECONDS="1"), base_url, secret, tmp_path)
     signalled = time.monotonic()
     first.signal(signum)
