@@ -9,7 +9,7 @@ in a session of its own, so that signalling or stopping it reaches exactly its p
 master and the workers it forked) and nothing else; `die_with_parent=True` (Linux) has the kernel
 SIGKILL it should the thread that started it end first, so nothing outlives a test run killed outright.
 
-The bench imports this module as `tests.support.processes` from the project root: it imports nothing
+The bench can import this module as `tests.support.processes` from the project root: it imports nothing
 from the tests (no conftest, no other support module), only the standard library and config.py.
 """
 
