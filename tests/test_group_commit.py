@@ -1,6 +1,7 @@
-"""Group commit (group_commit.py) and the writers' lock (writers_lock.py) on real SQLite files:
-concurrent writes share transactions, each thread gets its own outcome only after the commit that
-holds it, a bad write fails alone, and the writing processes take turns on the lock file."""
+"""Group commit (group_commit.py) on real SQLite files: concurrent writes share transactions, each thread gets
+its own outcome only after the commit that holds it, a bad write fails alone, and a leader writes only in its
+turn on the writers' lock (writers_lock.py). Threads are put in order by events (a write held in flight, the
+queue of waiting writes watched), never by sleeps."""
 
 import threading
 from collections.abc import Callable, Iterator
