@@ -1,167 +1,55 @@
-"""Shared fixtures: the real app on temporary SQLite files, a real local stand-in for the OptiPick API,
-and deliveries signed for real with the svix library.
+"""The fixtures: the real app on temporary SQLite files, a real local stand-in for the OptiPick API,
+deliveries signed for real with the svix library, the backends to run on, and real processes.
 
 A test that requests the `backend` fixture runs three times: on SQLite files (`sqlite`), and on a
 PostgreSQL inbox with a Redis queue (`postgres+redis`) or a PostgreSQL queue (`postgres+pghuey`),
-against the servers named by TEST_DATABASE_URL and TEST_REDIS_URL. Without those variables the
-PostgreSQL/Redis runs are skipped, or fail when CI=true (CI must run them). Each PostgreSQL run gets a
-schema of its own (the inbox's and Huey's tables both), dropped afterwards; each Redis run flushes its
-database index first. Tests that do not request `backend` run on SQLite as before.
+against the servers named by TEST_DATABASE_URL and TEST_REDIS_URL (support/backends.py says what
+happens without them). Each PostgreSQL run gets a schema of its own (the inbox's and Huey's tables
+both), dropped afterwards; each Redis run flushes its database index first. Tests that do not request
+`backend` run on SQLite.
+
+The helpers these fixtures use, and that tests import, are in tests/support/.
 """
 
-import base64
-import json
-import os
-import secrets
-import sys
+import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
-from svix.webhooks import Webhook
-from werkzeug.test import TestResponse
+from support.backends import BACKENDS, TEST_REDIS_URL, Backend, flush_redis, postgres_base_url, schema_url, server_url
+from support.deliveries import Sender, drain
+from support.processes import Process, free_port, process_env
+from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID, UNKNOWN_ID, standin_api
+from werkzeug.serving import make_server
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_DIR))
-
-from config import Settings, load_settings  # noqa: E402
-from inbox import Inbox  # noqa: E402
-from optipick_standin import StandInApi  # noqa: E402
-from services import Services  # noqa: E402
-from webapp import create_app  # noqa: E402
-
-API_KEY = "test-api-key-" + "k" * 20
-ROUTE_ID = "67d3f1a95e593173d0a1b2c4"
-CLUSTER_ID = "67d3f2af5e593173d0a1b2d9"
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def new_msg_id() -> str:
-    return "msg_" + uuid.uuid4().hex
-
-
-def signed_headers(
-    secret: str,
-    body: bytes | str,
-    msg_id: str | None = None,
-    timestamp: datetime | None = None,
-    prefix: str = "svix",
-) -> dict[str, str]:
-    """The headers Svix would send with `body`, signed with `secret` at `timestamp` (now by default)."""
-    msg_id = msg_id or new_msg_id()
-    timestamp = timestamp or datetime.now(UTC)
-    text = body.decode() if isinstance(body, bytes) else body
-    return {
-        "content-type": "application/json",
-        f"{prefix}-id": msg_id,
-        f"{prefix}-timestamp": str(int(timestamp.timestamp())),
-        f"{prefix}-signature": Webhook(secret).sign(msg_id, timestamp, text),
-    }
+from config import Settings, load_settings
+from inbox import Inbox
+from optipick_standin import StandInApi
+from services import Services
+from signatures import new_secret
+from webapp import create_app
 
 
 @pytest.fixture
 def secret() -> str:
+    """A fresh webhook signing secret, in Svix's format."""
     return new_secret()
 
 
 @pytest.fixture
 def api() -> Iterator[StandInApi]:
     """The stand-in OptiPick API on a free loopback port, with one route and one cluster result."""
-    standin = StandInApi(API_KEY)
-    standin.add_result("route", ROUTE_ID)
-    standin.add_result("cluster", CLUSTER_ID)
-    with standin.serve():
+    with standin_api().serve() as standin:
         yield standin
 
 
 # Backends ---------------------------------------------------------------------------------------
-
-BACKENDS = ("sqlite", "postgres+redis", "postgres+pghuey")
-TEST_DATABASE_URL = "TEST_DATABASE_URL"  # e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test
-TEST_REDIS_URL = "TEST_REDIS_URL"  # e.g. redis://127.0.0.1:6379/15 (flushed by every test that uses it)
-SERVER_TIMEOUT_SECONDS = 3
-
-
-@dataclass(frozen=True)
-class Backend:
-    """Where one test's inbox (DATABASE_URL) and queue (QUEUE_URL) live."""
-
-    name: str
-    database_url: str
-    queue_url: str
-
-    @property
-    def postgres(self) -> bool:
-        return self.name.startswith("postgres")
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
-_server_problems: dict[str, str | None] = {}  # variable -> why its server cannot be used (None: it can)
-
-
-def _check_postgres(url: str) -> None:
-    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": SERVER_TIMEOUT_SECONDS})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-    finally:
-        engine.dispose()
-
-
-def _check_redis(url: str) -> None:
-    client = redis.Redis.from_url(url, socket_timeout=SERVER_TIMEOUT_SECONDS)
-    try:
-        client.ping()
-    finally:
-        client.close()
-
-
-def server_url(variable: str) -> str:
-    """The URL of a test server from `variable`: skips the test when it is not set (fails under CI=true),
-    and fails it when the server does not answer."""
-    url = os.environ.get(variable, "").strip()
-    if not url:
-        reason = f"{variable} is not set: the PostgreSQL/Redis variants need a server (see README, Scaling out)"
-        if _in_ci():
-            pytest.fail(f"{reason}; CI must run them", pytrace=False)
-        pytest.skip(reason)
-    if variable not in _server_problems:  # ask each server once per session
-        check = _check_postgres if variable == TEST_DATABASE_URL else _check_redis
-        try:
-            check(url)
-            _server_problems[variable] = None
-        except Exception as exc:
-            first_line = (str(exc).strip().splitlines() or [""])[0]
-            _server_problems[variable] = f"{type(exc).__name__}: {first_line}"
-    problem = _server_problems[variable]
-    if problem is not None:
-        pytest.fail(f"{variable} is set but its server does not answer ({problem})", pytrace=False)
-    return url
-
-
-def postgres_base_url() -> str:
-    """TEST_DATABASE_URL with psycopg as its driver."""
-    return (
-        make_url(server_url(TEST_DATABASE_URL))
-        .set(drivername="postgresql+psycopg")
-        .render_as_string(hide_password=False)
-    )
 
 
 @pytest.fixture(scope="session")
@@ -170,16 +58,6 @@ def postgres_admin() -> Iterator[Any]:
     engine = create_engine(postgres_base_url(), poolclass=NullPool)
     yield engine
     engine.dispose()
-
-
-def schema_url(base_url: str, schema: str) -> str:
-    """`base_url` with `schema` first on its search_path, for the inbox and for Huey alike."""
-    url = make_url(base_url)
-    options = url.query.get("options", "")
-    options = options if isinstance(options, str) else " ".join(options)
-    return url.update_query_dict({"options": f"{options} -csearch_path={schema}".strip()}).render_as_string(
-        hide_password=False
-    )
 
 
 @pytest.fixture
@@ -201,11 +79,7 @@ def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
 def redis_url() -> str:
     """TEST_REDIS_URL, its database index emptied first."""
     url = server_url(TEST_REDIS_URL)
-    client = redis.Redis.from_url(url, socket_timeout=SERVER_TIMEOUT_SECONDS)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
+    flush_redis(url)
     return url
 
 
@@ -218,6 +92,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     database_url = request.getfixturevalue("postgres_url")
     queue_url = request.getfixturevalue("redis_url") if name == "postgres+redis" else database_url
     return Backend(name, database_url, queue_url)
+
+
+# The receiver in this process -------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -241,11 +118,13 @@ def environ(request: pytest.FixtureRequest, tmp_path: Path, secret: str, api: St
 
 @pytest.fixture
 def settings(environ: dict[str, str]) -> Settings:
+    """The receiver's settings, read from `environ` alone (no .env)."""
     return load_settings(environ, env_file=None)
 
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Services]:
+    """The receiver's inbox, queue, client, handlers and processor, closed afterwards."""
     built = Services.build(settings)
     yield built
     built.close()
@@ -261,60 +140,41 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-class Sender:
-    """Sends signed deliveries to the app, as Svix would."""
-
-    def __init__(self, client: FlaskClient, secret: str) -> None:
-        self.client = client
-        self.secret = secret
-
-    def send(
-        self,
-        payload: Mapping[str, Any] | bytes | str,
-        path: str = "/webhook",
-        msg_id: str | None = None,
-        **header_overrides: str,
-    ) -> TestResponse:
-        body = payload if isinstance(payload, bytes | str) else json.dumps(payload)
-        headers = signed_headers(self.secret, body, msg_id)
-        headers.update({k.replace("_", "-"): v for k, v in header_overrides.items()})
-        return self.client.post(path, data=body, headers=headers)
-
-
 @pytest.fixture
 def sender(client: FlaskClient, secret: str) -> Sender:
+    """Sends deliveries signed with the receiver's secret to its app."""
     return Sender(client, secret)
 
 
-def drain(services: Services, limit: int = 100) -> int:
-    """Run every task waiting in the real queue, in this thread; return how many ran."""
-    huey = services.queue.huey
-    ran = 0
-    # pending_count first: Redis and PostgreSQL dequeues block for a second when the queue is empty.
-    while ran < limit and huey.pending_count() and (task := huey.dequeue()) is not None:
-        huey.execute(task)
-        ran += 1
-    return ran
-
-
-# For the tests that run the receiver as real processes (tests/processes.py has the helpers).
+@pytest.fixture
+def server(app: Flask) -> Iterator[int]:
+    """The test's app (sharing `services`) behind werkzeug's threaded server on a free loopback port, for what
+    the test client cannot show (chunked bodies, concurrent sockets, a command sending to a running receiver);
+    yields the port."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_port
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
 
 
 @pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """Start `python <args>` in the project directory; every process started is gone after the test."""
-    from processes import Process  # imported here: processes.py imports this module
-
-    started: list[Process] = []
-
-    def start(args: list[str], env: dict[str, str]) -> Process:
-        process = Process(args, env, tmp_path / f"process-{len(started) + 1}.log")
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
+def stored_events(sender: Sender, services: Services, api: StandInApi) -> list[str]:
+    """Four events, one per outcome, stored and processed for real; their message ids, oldest first."""
+    api.fail_first("cluster", CLUSTER_ID, (403, {}, {"message": "Forbidden"}))
+    sent = [
+        sender.send({"request_id": ROUTE_ID}, path="/webhook/route"),  # done
+        sender.send({"request_id": CLUSTER_ID}, path="/webhook/cluster"),  # dead: the API refuses the key
+        sender.send({"request_id": UNKNOWN_ID}, path="/webhook/route"),  # retrying: no result yet
+        sender.send({"type": "message.attempt.exhausted", "request_id": ROUTE_ID}),  # ignored
+    ]
+    assert [r.status_code for r in sent] == [200] * 4
+    drain(services)  # the retry is scheduled 10 s ahead, so the retrying event stays retrying
+    return [r.request.headers["svix-id"] for r in sent]
 
 
 @pytest.fixture
@@ -325,13 +185,49 @@ def inbox(environ: dict[str, str]) -> Iterator[Inbox]:
     opened.close()
 
 
+# The receiver as real processes (support/processes.py has the helpers) --------------------------
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start `python <args>` in the project directory; every process started is gone after the test."""
+    started: list[Process] = []
+
+    def start(args: list[str], env: dict[str, str]) -> Process:
+        process = Process(args, env, tmp_path / f"process-{len(started) + 1}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop(timeout=5)
+
+
 @pytest.fixture
 def port() -> int:
-    from processes import free_port
-
+    """A free loopback port for a receiver process."""
     return free_port()
 
 
 @pytest.fixture
 def base_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def receiver_env(environ: dict[str, str], tmp_path: Path, port: int) -> Callable[..., dict[str, str]]:
+    """The environment of a receiver process on `port` whose own handler appends each call to tmp_path/count
+    (support.counting_handler); given `slow_seconds`, the handler first appends `started` to tmp_path/started
+    and takes that long (support.slow_handler). Keyword arguments are further settings."""
+
+    def build(slow_seconds: float | None = None, **overrides: str) -> dict[str, str]:
+        handler = {"HANDLER_MODULES": "support.counting_handler"}
+        if slow_seconds is not None:
+            handler = {
+                "HANDLER_MODULES": "support.slow_handler",
+                "STARTED_FILE": str(tmp_path / "started"),
+                "SLOW_SECONDS": str(slow_seconds),
+            }
+        return process_env(environ, PORT=str(port), COUNT_FILE=str(tmp_path / "count"), **handler, **overrides)
+
+    return build

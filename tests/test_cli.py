@@ -1,85 +1,22 @@
-"""`python main.py events` lists stored events; every command refuses a bad configuration with exit code 2
-and one line naming the variable, never printing a secret."""
+"""The command line (main.py): the options of `events`, `show` of an unknown id, `send-test` to a running
+receiver, and every command refusing a bad configuration with exit code 2 and one line naming the variable,
+never printing a secret."""
 
 import json
+import re
 import subprocess
 import sys
-from datetime import datetime
 
 import pytest
-from click.testing import CliRunner
-from conftest import API_KEY, CLUSTER_ID, PROJECT_DIR, ROUTE_ID, drain
-from processes import config_env, process_env
+from click.testing import CliRunner, Result
+from support.cli import run_cli, run_events, table_rows
+from support.deliveries import drain
+from support.processes import PROJECT_DIR, Process, config_env, free_port, process_env, wait_until
+from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 
+from inbox import Inbox, Status
 from main import cli
-
-UNKNOWN_ID = "0" * 24  # a request id the stand-in API has no result for
-COLUMNS = ("received_at", "message_id", "status", "attempts", "type", "request_id", "last_error")
-JSON_FIELDS = {
-    "message_id",
-    "type",
-    "request_id",
-    "status",
-    "attempts",
-    "last_error",
-    "received_at",
-    "updated_at",
-    "next_attempt_at",
-}
-
-
-@pytest.fixture
-def stored(sender, services, api) -> list[str]:
-    """Four events, one per outcome, stored and processed for real; their message ids, oldest first."""
-    api.fail_first("cluster", CLUSTER_ID, (403, {}, {"message": "Forbidden"}))
-    sent = [
-        sender.send({"request_id": ROUTE_ID}, path="/webhook/route"),  # done
-        sender.send({"request_id": CLUSTER_ID}, path="/webhook/cluster"),  # dead: the API refuses the key
-        sender.send({"request_id": UNKNOWN_ID}, path="/webhook/route"),  # retrying: no result yet
-        sender.send({"type": "message.attempt.exhausted", "request_id": ROUTE_ID}),  # ignored
-    ]
-    assert [r.status_code for r in sent] == [200] * 4
-    drain(services)  # the retry is scheduled 10 s ahead, so the retrying event stays retrying
-    return [r.request.headers["svix-id"] for r in sent]
-
-
-def run_events(environ: dict[str, str], *args: str):
-    """`python main.py events …` in-process, with exactly the settings of `environ` (no .env, no shell)."""
-    result = CliRunner().invoke(cli, ["events", *args], env=config_env(environ))
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def table_rows(output: str) -> list[dict[str, str]]:
-    header, *lines = output.splitlines()
-    assert header.split() == list(COLUMNS)
-    # Every cell but the last is one word; last_error is the rest of the line.
-    return [dict(zip(COLUMNS, line.split(None, len(COLUMNS) - 1), strict=True)) for line in lines]
-
-
-def test_events_table_lists_newest_first_with_every_column(environ, stored, secret):
-    """The table shows one line per event, newest first, with id, status, attempts, type, request id and error."""
-    result = run_events(environ)
-    rows = table_rows(result.stdout)
-
-    assert [row["message_id"] for row in rows] == stored[::-1]
-    ignored, retrying, dead, done = rows
-    assert (done["status"], done["attempts"], done["type"], done["request_id"], done["last_error"]) == (
-        "done",
-        "1",
-        "route.optimized",
-        ROUTE_ID,
-        "-",
-    )
-    assert (dead["status"], dead["type"], dead["request_id"]) == ("dead", "cluster.optimized", CLUSTER_ID)
-    assert "403" in dead["last_error"]
-    assert (retrying["status"], retrying["attempts"], retrying["request_id"]) == ("retrying", "1", UNKNOWN_ID)
-    assert "404" in retrying["last_error"]
-    assert (ignored["status"], ignored["attempts"], ignored["type"]) == ("ignored", "0", "message.attempt.exhausted")
-    for row in rows:
-        assert datetime.fromisoformat(row["received_at"]).utcoffset() is not None
-    assert secret not in result.output
-    assert API_KEY not in result.output
+from signatures import new_secret
 
 
 @pytest.mark.parametrize(
@@ -92,40 +29,16 @@ def test_events_table_lists_newest_first_with_every_column(environ, stored, secr
         (["--status", "done", "--limit", "1"], ["done"]),
     ],
 )
-def test_events_filters_by_status_and_limit(environ, stored, args, expected):
+def test_events_filters_by_status_and_limit(environ, stored_events, args, expected):
     """--status keeps only events in that status; --limit keeps only the newest events."""
     rows = table_rows(run_events(environ, *args).stdout)
     assert [row["status"] for row in rows] == expected
 
 
-def test_events_json_is_one_array_with_every_field(environ, stored):
-    """--json prints one JSON array, newest first, each event with ids, type, status, attempts, error and times."""
-    events = json.loads(run_events(environ, "--json").stdout)
-
-    assert [e["message_id"] for e in events] == stored[::-1]
-    assert all(set(e) == JSON_FIELDS for e in events)
-    ignored, retrying, dead, done = events
-    assert {k: done[k] for k in ("type", "request_id", "status", "attempts", "last_error", "next_attempt_at")} == {
-        "type": "route.optimized",
-        "request_id": ROUTE_ID,
-        "status": "done",
-        "attempts": 1,
-        "last_error": None,
-        "next_attempt_at": None,
-    }
-    assert (dead["status"], dead["attempts"], dead["request_id"]) == ("dead", 1, CLUSTER_ID)
-    assert "403" in dead["last_error"]
-    assert retrying["status"] == "retrying"
-    assert datetime.fromisoformat(retrying["next_attempt_at"]) > datetime.fromisoformat(retrying["updated_at"])
-    assert ignored["status"] == "ignored"
-    for event in events:
-        assert datetime.fromisoformat(event["received_at"]) <= datetime.fromisoformat(event["updated_at"])
-
-
-def test_events_json_honours_status_and_limit(environ, stored):
+def test_events_json_honours_status_and_limit(environ, stored_events):
     """--json with --status and --limit prints only the matching, newest events."""
     events = json.loads(run_events(environ, "--json", "--status", "dead", "--limit", "1").stdout)
-    assert [(e["message_id"], e["status"]) for e in events] == [(stored[1], "dead")]
+    assert [(e["message_id"], e["status"]) for e in events] == [(stored_events[1], "dead")]
 
 
 @pytest.mark.parametrize(
@@ -141,8 +54,8 @@ def test_events_on_an_empty_inbox(environ, args, expected):
     assert run_events(environ, *args).stdout == expected
 
 
-def test_events_on_an_empty_status_says_so(environ, stored):
-    """A status no stored event is in prints "no events with status …", not an empty table."""
+def test_events_on_an_empty_status_says_so(environ, stored_events):
+    """A status no stored_events event is in prints "no events with status …", not an empty table."""
     assert run_events(environ, "--status", "duplicate").stdout == "no events with status duplicate\n"
 
 
@@ -167,11 +80,11 @@ def run_main(environ: dict[str, str], *args: str, **overrides: str) -> subproces
 
 
 @pytest.mark.slow
-def test_events_as_a_real_process(environ, stored):
+def test_events_as_a_real_process(environ, stored_events):
     """`python main.py events` run as a process prints the same events as in-process, newest first."""
     table = run_main(environ, "events")
     assert table.returncode == 0, table.stderr
-    assert [row["message_id"] for row in table_rows(table.stdout)] == stored[::-1]
+    assert [row["message_id"] for row in table_rows(table.stdout)] == stored_events[::-1]
 
     as_json = run_main(environ, "events", "--json", "--status", "retrying")
     assert as_json.returncode == 0, as_json.stderr
@@ -241,3 +154,137 @@ def test_every_command_refuses_a_bad_configuration(environ, command):
     [line] = completed.stderr.splitlines()
     assert line.startswith("configuration error: WEBHOOK_SECRET is not set")
     assert API_KEY not in completed.stderr
+
+
+def test_show_unknown_id_exits_1(environ, services):
+    """`show` of a message id that is not stored says so on stderr and exits 1."""
+    result = run_cli(environ, "show", "msg_nope")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == "no event with message id 'msg_nope'\n"
+
+
+# send-test ----------------------------------------------------------------------------------------
+
+
+SENT_LINE = re.compile(r"^sent (msg_test_[0-9a-f]{32}) \((\S+), request (\S+)\) to (\S+)$", re.MULTILINE)
+
+
+WAREHOUSE_TYPE = "route.optimized.Example.673f48095739843f4de65ec9"
+
+
+def send_test(environ: dict[str, str], port: int, *args: str) -> Result:
+    """`python main.py send-test …` in-process, configured for a receiver on 127.0.0.1:`port`."""
+    return CliRunner().invoke(cli, ["send-test", *args], env=config_env(environ, HOST="127.0.0.1", PORT=str(port)))
+
+
+def sent_msg_id(output: str) -> str:
+    match = SENT_LINE.search(output)
+    assert match is not None, output
+    return match.group(1)
+
+
+@pytest.mark.parametrize(
+    ("args", "event_type", "request_id"),
+    [
+        ([], "route.optimized", ROUTE_ID),
+        (["--type", "cluster.optimized", "--request-id", CLUSTER_ID], "cluster.optimized", CLUSTER_ID),
+        (["--type", WAREHOUSE_TYPE], WAREHOUSE_TYPE, ROUTE_ID),
+    ],
+    ids=["defaults", "cluster", "warehouse-type"],
+)
+def test_send_test_is_accepted_stored_and_processed(
+    environ, services, server, api, secret, args, event_type, request_id
+):
+    """An accepted test delivery exits 0, prints its id and "200: accepted", and is stored with --type/--request-id."""
+    result = send_test(environ, server, *args)
+
+    assert result.exit_code == 0, result.output
+    msg_id = sent_msg_id(result.stdout)
+    assert SENT_LINE.search(result.stdout).groups()[1:] == (
+        event_type,
+        request_id,
+        f"http://127.0.0.1:{server}/webhook",
+    )
+    assert "\n200: accepted" in result.stdout
+    stored = services.inbox.by_message_id(msg_id)
+    assert stored is not None
+    assert stored.status is Status.RECEIVED
+    assert (stored.event_type, stored.request_id) == (event_type, request_id)
+    assert json.loads(stored.body) == {"type": event_type, "request_id": request_id}
+    assert secret not in result.output
+    assert secret.removeprefix("whsec_") not in result.output
+
+    drain(services)  # the delivery is a real one: the worker takes it all the way
+    assert services.inbox.by_message_id(msg_id).status is Status.DONE
+    assert api.fetches[(event_type.split(".")[0], request_id)] == 1
+
+
+def test_send_test_with_another_secret_is_refused(environ, services, server, secret):
+    """--secret with a secret the receiver does not know: 401, exit 1, nothing stored, WEBHOOK_SECRET named."""
+    other = new_secret()
+    result = send_test(environ, server, "--secret", other)
+
+    assert result.exit_code == 1
+    sent_msg_id(result.stdout)
+    [meaning] = [line for line in result.stdout.splitlines() if line.startswith("401: ")]
+    assert "WEBHOOK_SECRET" in meaning
+    assert services.inbox.count() == 0
+    for hidden in (secret, other, secret.removeprefix("whsec_"), other.removeprefix("whsec_")):
+        assert hidden not in result.output
+
+
+def test_send_test_with_an_unusable_request_id_says_the_payload_is_unusable(environ, services, server):
+    """A request id that cannot be used gets 400 (stored as invalid) and exits 1, saying the payload is unusable."""
+    result = send_test(environ, server, "--request-id", "../../etc")
+
+    assert result.exit_code == 1
+    assert "\n400: signed correctly, but the payload is unusable" in result.stdout
+    assert services.inbox.by_message_id(sent_msg_id(result.stdout)).status is Status.INVALID
+
+
+def test_send_test_to_a_closed_port_cannot_reach(environ, services):
+    """--url at a port nobody listens on exits 1 with "could not reach" and the URL, and sends nothing."""
+    url = f"http://127.0.0.1:{free_port()}/webhook"
+    result = send_test(environ, free_port(), "--url", url)
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"could not reach {url}: ConnectionError")
+    assert services.inbox.count() == 0
+
+
+@pytest.mark.slow
+def test_send_test_as_a_process_reaches_a_running_receiver(environ, tmp_path, api):
+    """`python main.py send-test` beside `python main.py` (same configuration): 200, and the event gets done."""
+    port = free_port()
+    env = process_env(environ, PORT=str(port))
+    receiver = Process(["main.py"], env, tmp_path / "receiver.log")
+    try:
+        receiver.wait_healthy(f"http://127.0.0.1:{port}")
+        completed = subprocess.run(
+            [sys.executable, "main.py", "send-test"],
+            cwd=PROJECT_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        msg_id = sent_msg_id(completed.stdout)
+        assert "\n200: accepted" in completed.stdout
+
+        inbox = Inbox.open(environ["DATABASE_URL"])
+        try:
+            wait_until(
+                lambda: (event := inbox.by_message_id(msg_id)) is not None and event.status is Status.DONE,
+                "the test delivery to be done",
+                watch=[receiver],
+            )
+        finally:
+            inbox.engine.dispose()
+        assert api.fetches[("route", ROUTE_ID)] == 1
+        assert f"{msg_id}: done" in receiver.log()
+    finally:
+        receiver.stop(timeout=5)

@@ -14,9 +14,10 @@ from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import PROJECT_DIR, ROUTE_ID, drain
-from processes import config_env, process_env, wait_until
 from sqlalchemy import Engine, event
+from support.deliveries import drain
+from support.processes import PROJECT_DIR, config_env, process_env, wait_until
+from support.standin import ROUTE_ID
 
 from clock import utcnow
 from config import load_settings

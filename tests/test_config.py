@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, new_secret
+from support.cli import run_cli
+from support.standin import API_KEY
 
 import defaults
 from config import load_settings
 from errors import ConfigError
 from event_types import EventType, Kind
+from signatures import new_secret
 
 
 def minimal(**extra: str) -> dict[str, str]:
@@ -151,3 +153,64 @@ def test_every_setting_is_documented():
     assert read == set(SETTING_NAMES)
     assert read <= example, read - example
     assert read <= readme, read - readme
+
+
+# DATABASE_URL and QUEUE_URL -----------------------------------------------------------------
+
+
+def settings_with(**values: str):
+    return load_settings(minimal(**values), env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("rediss://:pw@cache.internal:6380/2", "rediss://:pw@cache.internal:6380/2"),
+        ("redis://cache.internal", "redis://cache.internal"),
+        ("postgresql+psycopg://app@db.internal/app", "postgresql+psycopg://app@db.internal/app"),
+        ("postgresql://app@db.internal:5432/app", "postgresql+psycopg://app@db.internal:5432/app"),
+    ],
+)
+def test_queue_url_accepts_redis_and_postgresql(value, expected):
+    """QUEUE_URL takes redis://, rediss:// and postgresql:// URLs; a PostgreSQL one is read with psycopg."""
+    assert settings_with(QUEUE_URL=value).queue_url == expected
+
+
+def test_database_url_without_a_driver_means_psycopg():
+    """DATABASE_URL=postgresql://… uses psycopg 3, the driver that is installed."""
+    assert settings_with(DATABASE_URL="postgresql://app@db/app").database_url == "postgresql+psycopg://app@db/app"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "hint"),
+    [
+        ({"QUEUE_URL": "amqp://guest@localhost//"}, "supported: sqlite, postgresql, redis, rediss"),
+        ({"QUEUE_URL": "mysql://localhost/queue"}, "supported: sqlite, postgresql, redis, rediss"),
+        ({"QUEUE_URL": "postgres://app@db/app"}, "supported"),
+        ({"QUEUE_URL": "postgresql+psycopg2://app@db/app"}, "postgresql+psycopg://"),
+        ({"QUEUE_URL": "redis://localhost:6379/queue"}, "database number"),
+        ({"QUEUE_URL": "::not a url::"}, "not a queue URL"),
+        ({"QUEUE_URL": "sqlite://"}, "file path"),
+        ({"DATABASE_URL": "redis://localhost:6379/0"}, "supported: sqlite, postgresql"),
+        ({"DATABASE_URL": "postgresql+asyncpg://app@db/app"}, "postgresql+psycopg://"),
+    ],
+)
+def test_an_unusable_queue_or_database_url_is_one_line_naming_it(overrides, hint):
+    """A QUEUE_URL or DATABASE_URL that is none of the supported kinds stops start-up with one line naming it."""
+    [name] = overrides
+    with pytest.raises(ConfigError) as raised:
+        settings_with(**overrides)
+    message = str(raised.value)
+    assert message.startswith(name)
+    assert hint in message
+    assert "\n" not in message
+
+
+def test_prune_after_days_below_two_is_refused(environ):
+    """PRUNE_AFTER_DAYS=1 is a configuration error naming the variable, in the settings and on the command line."""
+    with pytest.raises(ConfigError, match="PRUNE_AFTER_DAYS"):
+        load_settings({**environ, "PRUNE_AFTER_DAYS": "1"}, env_file=None)
+    result = run_cli(environ, "prune", PRUNE_AFTER_DAYS="1")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("configuration error: PRUNE_AFTER_DAYS")

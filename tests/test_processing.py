@@ -1,30 +1,26 @@
-"""The worker's side, against the real stand-in API and the real SQLite inbox and queue: every API failure and
-its outcome, the retry schedule, the reconciler, claims and leases, duplicates, and how an event's type is found."""
+"""The worker's side (processing.py), against the real stand-in API and the real SQLite inbox and queue: the
+whole flow, every API failure and its outcome, the retry schedule, the reconciler, claims lost to another
+worker, duplicates, what the handlers get, how an event's type is found, and giving work back at shutdown."""
 
 import email.utils
 import itertools
 import json
 import logging
-import socket
 import threading
-import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from conftest import API_KEY, CLUSTER_ID, ROUTE_ID, Sender, drain, new_msg_id
-from werkzeug.serving import make_server
+from support.deliveries import deliver, drain, route_event, services_with
+from support.outcomes import RELEASED, holder_of, result_files, story
+from support.processes import free_port
+from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 from werkzeug.wrappers import Request, Response
-from worker_support import deliver, holder_of, services_with
 
 import defaults
-from errors import ApiUnavailable
-from event_types import Kind
 from handlers.registry import Event
-from inbox import ClaimLost, Status
-from optipick_client import OptiPickClient
-from optipick_standin import StandInApi, example_result
-from results import Result
+from inbox import Status
+from optipick_standin import example_result
+from results import Result, RouteResult
 
 USER = "673f48095739843f4de65ec9"
 SECOND = timedelta(seconds=1)
@@ -32,17 +28,6 @@ SECOND = timedelta(seconds=1)
 
 def seconds(n: float) -> timedelta:
     return timedelta(seconds=n)
-
-
-def route_delivery(services, sender, **payload):
-    return deliver(sender, services.inbox, {"request_id": ROUTE_ID, **payload}, path="/webhook/route")
-
-
-def result_files(settings) -> list[str]:
-    root: Path = settings.results_dir
-    if not root.exists():
-        return []
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 class Recorder:
@@ -55,6 +40,21 @@ class Recorder:
         self.calls.append((event, result))
 
 
+# The whole flow ------------------------------------------------------------------------------------
+
+
+def test_signed_delivery_is_fetched_and_written_once(sender, services, api, settings):
+    """A route delivery is stored, processed by the queue, fetched once and written to the results folder."""
+    response = sender.send({"request_id": ROUTE_ID}, path="/webhook/route")
+    assert response.status_code == 200
+    assert drain(services) == 1
+    [event] = services.inbox.latest()
+    assert event.status is Status.DONE
+    assert api.fetches[("route", ROUTE_ID)] == 1
+    written = json.loads((settings.results_dir / "route" / f"{ROUTE_ID}.json").read_text())
+    assert written["request_id"] == ROUTE_ID
+
+
 # API failures --------------------------------------------------------------------------------------
 
 
@@ -63,7 +63,7 @@ def test_refused_api_key_is_dead_at_once(api, services, sender, caplog, capfd, s
     """401 and 403 mark the event dead on the first attempt, naming OPTIPICK_API_KEY but never the key itself."""
     caplog.set_level(logging.DEBUG)
     api.fail_first("route", ROUTE_ID, (status, {}, {"detail": "Could not validate credentials"}))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
 
     now = datetime.now(UTC)
     assert services.processor.process(stored.id, now=now) is Status.DEAD
@@ -86,7 +86,7 @@ def test_wrong_api_key_configured_is_dead_and_not_logged(environ, api, caplog):
     caplog.set_level(logging.DEBUG)
     wrong_key = "wrong-key-" + "w" * 24
     with services_with(environ, OPTIPICK_API_KEY=wrong_key) as (services, sender):
-        stored = route_delivery(services, sender)
+        stored = route_event(services, sender)
         assert services.processor.process(stored.id, now=datetime.now(UTC)) is Status.DEAD
         row = services.inbox.get(stored.id)
     assert "OPTIPICK_API_KEY" in row.last_error
@@ -100,7 +100,7 @@ def test_missing_result_retries_with_growing_delays_then_dies(api, services, sen
     """404 and 422 are retried with growing delays, then the event is dead after NOT_FOUND_MAX_ATTEMPTS attempts."""
     limit = defaults.NOT_FOUND_MAX_ATTEMPTS
     api.fail_first("route", ROUTE_ID, *[(status, {}, {"detail": "Request not found"})] * limit)
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
 
     now = datetime.now(UTC)
     waits = []
@@ -126,7 +126,7 @@ def test_missing_result_retries_with_growing_delays_then_dies(api, services, sen
 def test_not_found_then_found_is_done(api, services, sender, settings):
     """A result that is not readable at first (404) and then is, is done on the second attempt."""
     api.fail_first("route", ROUTE_ID, (404, {}, {"detail": "Request not found"}))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     now = datetime.now(UTC)
     assert services.processor.process(stored.id, now=now) is Status.RETRYING
     assert services.processor.process(stored.id, now=now + seconds(defaults.RETRY_DELAYS[0])) is Status.DONE
@@ -159,7 +159,7 @@ def _http_date(when: datetime) -> str:
 def test_rate_limit_waits_at_least_retry_after(api, services, sender, headers, least, most):
     """429 is retried no sooner than Retry-After (seconds or an HTTP date), and never sooner than the schedule."""
     api.fail_first("route", ROUTE_ID, (429, headers(), {"message": "Too Many Requests"}))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     now = datetime.now(UTC)
     assert services.processor.process(stored.id, now=now) is Status.RETRYING
     row = services.inbox.get(stored.id)
@@ -173,7 +173,7 @@ def test_rate_limit_waits_at_least_retry_after(api, services, sender, headers, l
 def test_absurd_retry_after_is_bounded(api, services, sender, value):
     """A Retry-After of years is recorded as a retry no later than the longest RETRY_DELAYS entry, never raised."""
     api.fail_first("route", ROUTE_ID, (429, {"Retry-After": value}, {"message": "Too Many Requests"}))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     now = datetime.now(UTC)
     assert services.processor.process(stored.id, now=now) is Status.RETRYING
     row = services.inbox.get(stored.id)
@@ -185,7 +185,7 @@ def test_absurd_retry_after_is_bounded(api, services, sender, value):
 def test_server_error_is_retried_then_done(api, services, sender, status):
     """A 5xx answer is retried after the first delay, and the next success marks the event done."""
     api.fail_first("route", ROUTE_ID, (status, {}, {"message": "Internal Server Error"}))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     now = datetime.now(UTC)
     assert services.processor.process(stored.id, now=now) is Status.RETRYING
     row = services.inbox.get(stored.id)
@@ -201,7 +201,7 @@ def test_server_errors_forever_end_dead_after_max_attempts(environ, api):
     api.fail_first("route", ROUTE_ID, (500, {}, "oops"), (502, {}, "bad gateway"), (503, {}, "unavailable"))
     with services_with(environ, MAX_ATTEMPTS="3") as (services, sender):
         assert services.settings.max_attempts == 3
-        stored = route_delivery(services, sender)
+        stored = route_event(services, sender)
         now = datetime.now(UTC)
         statuses = []
         for _ in range(3):
@@ -221,7 +221,7 @@ def test_retry_schedule_follows_retry_delays(api, services, sender, settings):
     attempts = settings.max_attempts
     assert attempts == defaults.MAX_ATTEMPTS
     api.fail_first("route", ROUTE_ID, *[(503, {}, "unavailable")] * attempts)
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     now = datetime.now(UTC)
     waits = []
     for _ in range(attempts - 1):
@@ -236,105 +236,16 @@ def test_retry_schedule_follows_retry_delays(api, services, sender, settings):
     assert api.fetches[("route", ROUTE_ID)] == attempts
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_connection_error_is_retried(environ, caplog):
     """An API that refuses connections leaves the event retrying with the error kept, and the key out of it."""
     caplog.set_level(logging.DEBUG)
-    with services_with(environ, OPTIPICK_API_URL=f"http://127.0.0.1:{_closed_port()}") as (services, sender):
-        stored = route_delivery(services, sender)
+    with services_with(environ, OPTIPICK_API_URL=f"http://127.0.0.1:{free_port()}") as (services, sender):
+        stored = route_event(services, sender)
         assert services.processor.process(stored.id, now=datetime.now(UTC)) is Status.RETRYING
         row = services.inbox.get(stored.id)
     assert "ConnectionError" in row.last_error
     assert API_KEY not in row.last_error
     assert API_KEY not in caplog.text
-
-
-def test_read_timeout_raises_api_unavailable():
-    """An API slower than the read timeout raises ApiUnavailable within about that timeout."""
-    slow = StandInApi(API_KEY, delay=0.6)
-    slow.add_result("route", ROUTE_ID)
-    with slow.serve():
-        client = OptiPickClient(slow.url, API_KEY, timeout=(1, 0.2))
-        started = time.monotonic()
-        with pytest.raises(ApiUnavailable, match="timed out"):
-            client.fetch(Kind.ROUTE, ROUTE_ID)
-        elapsed = time.monotonic() - started
-        client.close()
-    assert elapsed < 0.5
-    assert slow.fetches[("route", ROUTE_ID)] == 1
-
-
-@pytest.fixture(scope="module")
-def redirect_target():
-    """A second loopback server that records the headers of every request it gets."""
-    seen: list[dict[str, str]] = []
-
-    @Request.application
-    def record(request: Request) -> Response:
-        seen.append(dict(request.headers))
-        return Response(json.dumps(example_result("route", ROUTE_ID)), content_type="application/json")
-
-    server = make_server("127.0.0.1", 0, record, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}", seen
-    finally:
-        server.shutdown()
-        thread.join()
-
-
-@pytest.mark.parametrize("status", [301, 302, 307, 308])
-def test_redirect_is_not_followed_and_key_stays_home(api, services, sender, redirect_target, status):
-    """A redirect from the API is not followed: the event is retried and the redirect target receives nothing."""
-    target_url, seen = redirect_target
-    seen.clear()
-    api.fail_first("route", ROUTE_ID, (status, {"Location": f"{target_url}/optimize/route/{ROUTE_ID}"}, ""))
-    stored = route_delivery(services, sender)
-    assert services.processor.process(stored.id, now=datetime.now(UTC)) is Status.RETRYING
-    row = services.inbox.get(stored.id)
-    assert "redirect" in row.last_error
-    assert f"({status})" in row.last_error
-    assert seen == []
-    assert api.fetches[("route", ROUTE_ID)] == 1
-
-
-def test_proxy_from_the_environment_is_used(redirect_target, monkeypatch):
-    """HTTP_PROXY is honoured, as requests honours it, though the client reads the environment only once."""
-    proxy_url, seen = redirect_target  # a loopback server standing in for the proxy
-    seen.clear()
-    monkeypatch.setenv("HTTP_PROXY", proxy_url)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    client = OptiPickClient("http://optipick.example.invalid", API_KEY)
-    try:
-        assert client.fetch(Kind.ROUTE, ROUTE_ID).request_id == ROUTE_ID
-        assert client.fetch(Kind.ROUTE, ROUTE_ID).request_id == ROUTE_ID
-    finally:
-        client.close()
-    assert [headers["Host"] for headers in seen] == ["optipick.example.invalid"] * 2
-    assert seen[0]["X-Api-Key"] == API_KEY
-
-
-def test_no_proxy_from_the_environment_is_used(api, redirect_target, monkeypatch):
-    """NO_PROXY keeps the API's host away from HTTP_PROXY, as requests does."""
-    proxy_url, seen = redirect_target
-    seen.clear()
-    api.add_result("route", ROUTE_ID)
-    monkeypatch.setenv("HTTP_PROXY", proxy_url)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    client = OptiPickClient(api.url, API_KEY)
-    try:
-        assert client.fetch(Kind.ROUTE, ROUTE_ID).request_id == ROUTE_ID
-    finally:
-        client.close()
-    assert seen == []
-    assert api.fetches[("route", ROUTE_ID)] == 1
 
 
 @pytest.mark.parametrize(
@@ -349,7 +260,7 @@ def test_no_proxy_from_the_environment_is_used(api, redirect_target, monkeypatch
 def test_unreadable_200_is_retried(api, services, sender, body, error):
     """A 200 whose body is not JSON, or not a result, is retried; the next good answer makes the event done."""
     api.fail_first("route", ROUTE_ID, (200, {}, body))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     now = datetime.now(UTC)
     assert services.processor.process(stored.id, now=now) is Status.RETRYING
     assert error in services.inbox.get(stored.id).last_error
@@ -363,7 +274,7 @@ def test_failed_optimization_is_done_with_error_and_handlers_called(api, service
     api.add_result("route", ROUTE_ID, failed)
     recorder = Recorder()
     services.registry.subscribe("*", recorder)
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
 
     assert drain(services) == 1
     row = services.inbox.get(stored.id)
@@ -380,9 +291,8 @@ def test_failed_optimization_is_done_with_error_and_handlers_called(api, service
 
 
 def test_reconciler_reenqueues_a_lost_received_task(api, services, sender, settings):
-    """A received event whose queued task was lost is enqueued again, but only after RECONCILE_AFTER_SECONDS,
-    and not again within that interval."""
-    stored = route_delivery(services, sender)
+    """A received event whose task was lost is enqueued again after RECONCILE_AFTER_SECONDS, not again before."""
+    stored = route_event(services, sender)
     services.queue.huey.flush()  # the task is lost
     assert services.queue.pending() == 0
     received = stored.received_at
@@ -408,7 +318,7 @@ def test_reconciler_reenqueues_a_lost_received_task(api, services, sender, setti
 
 def test_reconciler_enqueues_a_received_row_again_while_still_unclaimed(api, services, sender):
     """A received row nobody claimed is enqueued again each RECONCILE_AFTER_SECONDS; the extra task does no harm."""
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     after = defaults.RECONCILE_AFTER_SECONDS
     first = stored.received_at + seconds(after + 1)
     assert services.processor.reconcile(now=first) == 1
@@ -422,7 +332,7 @@ def test_expired_lease_is_reenqueued_and_processed_exactly_once(api, services, s
     """A processing event whose worker died is enqueued again once its lease has run out, and processed once."""
     recorder = Recorder()
     services.registry.subscribe("*", recorder)
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     services.queue.huey.flush()  # a worker dequeued the task ...
     lease = settings.lease_seconds
     claimed_at = datetime.now(UTC) - seconds(lease + 10)
@@ -448,7 +358,7 @@ def test_expired_lease_is_reenqueued_and_processed_exactly_once(api, services, s
 def test_reconciler_reenqueues_a_retry_only_when_due(api, services, sender):
     """A retrying event whose scheduled task was lost is enqueued again once next_attempt_at has come."""
     api.fail_first("route", ROUTE_ID, (503, {}, "unavailable"))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     services.queue.huey.flush()
     failed_at = datetime.now(UTC) - seconds(60)
     assert services.processor.process(stored.id, now=failed_at) is Status.RETRYING
@@ -467,7 +377,7 @@ def test_reconciler_reenqueues_a_retry_only_when_due(api, services, sender):
 def test_retry_is_scheduled_in_the_queue(api, services, sender):
     """A retry is also put in the queue for its time (the fast path), not only recorded in the row."""
     api.fail_first("route", ROUTE_ID, (503, {}, "unavailable"))
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     services.queue.huey.flush()
     assert services.processor.process(stored.id, now=datetime.now(UTC)) is Status.RETRYING
     assert services.queue.pending() == 1
@@ -477,69 +387,7 @@ def test_retry_is_scheduled_in_the_queue(api, services, sender):
     assert seconds(defaults.RETRY_DELAYS[0] - 5) < wait <= seconds(defaults.RETRY_DELAYS[0])
 
 
-# Claims --------------------------------------------------------------------------------------------
-
-
-def test_two_claims_at_the_same_time_only_one_wins(api, services, sender, settings):
-    """Of two claims on the same row at the same moment, only the first wins."""
-    stored = route_delivery(services, sender)
-    now = datetime.now(UTC)
-    first = services.inbox.claim(stored.id, settings.lease_seconds, now=now)
-    second = services.inbox.claim(stored.id, settings.lease_seconds, now=now)
-    assert first is not None
-    assert second is None
-    assert services.inbox.get(stored.id).claim_token == first.token
-
-
-def test_concurrent_claims_from_threads_only_one_wins(api, services, sender, settings):
-    """Many threads claiming the same row at once: exactly one gets it."""
-    stored = route_delivery(services, sender)
-    now = datetime.now(UTC)
-    threads = 8
-    barrier = threading.Barrier(threads)
-    claims = []
-
-    def claim() -> None:
-        barrier.wait()
-        claims.append(services.inbox.claim(stored.id, settings.lease_seconds, now=now))
-
-    workers = [threading.Thread(target=claim) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=10)
-    won = [c for c in claims if c is not None]
-    assert len(claims) == threads
-    assert len(won) == 1
-    row = services.inbox.get(stored.id)
-    assert (row.claim_token, row.attempts) == (won[0].token, 1)
-
-
-def test_stale_claim_changes_nothing(api, services, sender, settings):
-    """After a lease ran out and another worker re-claimed, the old claim's finish, retry_later, renew and
-    reserve all return False and leave the row as the new owner has it."""
-    stored = route_delivery(services, sender)
-    lease = settings.lease_seconds
-    t = datetime.now(UTC)
-    old = services.inbox.claim(stored.id, lease, now=t)
-    assert services.inbox.claim(stored.id, lease, now=t + seconds(lease - 1)) is None  # still held
-    new = services.inbox.claim(stored.id, lease, now=t + seconds(lease + 1))
-    assert old is not None
-    assert new is not None
-    before = services.inbox.get(stored.id)
-
-    later = t + seconds(lease + 2)
-    assert services.inbox.finish(old, Status.DONE, now=later) is False
-    assert services.inbox.retry_later(old, "old worker", at=later + seconds(10), now=later) is False
-    assert services.inbox.renew(old, lease, now=later) is False
-    assert services.inbox.reserve(old, "route", ROUTE_ID, "route.optimized") == ClaimLost()
-
-    assert services.inbox.get(stored.id) == before
-    assert before.claim_token == new.token
-    assert before.status is Status.PROCESSING
-    assert holder_of(services.inbox, "route", ROUTE_ID) is None
-    assert services.inbox.renew(new, lease, now=later) is True
-    assert services.inbox.finish(new, Status.DONE, now=later) is True
+# Claims lost to another worker, and attempts cut off --------------------------------------------------
 
 
 def test_worker_whose_claim_was_taken_over_during_handlers_does_not_mark_done(api, services, sender, settings):
@@ -553,7 +401,7 @@ def test_worker_whose_claim_was_taken_over_during_handlers_does_not_mark_done(ap
         takeovers.append(services.inbox.claim(row.id, lease, now=t + seconds(lease + 1)))
 
     services.registry.subscribe("*", slow_handler)
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     assert services.processor.process(stored.id, now=t) is None
 
     [takeover] = takeovers
@@ -571,7 +419,7 @@ def test_worker_whose_claim_was_taken_over_during_fetch_skips_handlers(api, serv
     """A worker that lost its claim while fetching runs no handler and records nothing."""
     lease = settings.lease_seconds
     t = datetime.now(UTC)
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     takeovers = []
     answer = api.answer
 
@@ -594,7 +442,7 @@ def test_worker_whose_claim_was_taken_over_during_fetch_skips_handlers(api, serv
 
 def test_interrupted_attempts_end_dead_past_max_attempts(api, services, sender, settings):
     """An event whose every attempt was cut off before recording an outcome is dead once past MAX_ATTEMPTS."""
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     lease, limit = settings.lease_seconds, settings.max_attempts
     t = datetime.now(UTC)
     for n in range(limit):
@@ -613,7 +461,7 @@ def test_interrupted_last_attempt_keeps_the_earlier_error(environ, api):
     api.fail_first("route", ROUTE_ID, (503, {}, "unavailable"))
     with services_with(environ, MAX_ATTEMPTS="2") as (services, sender):
         lease = services.settings.lease_seconds
-        stored = route_delivery(services, sender)
+        stored = route_event(services, sender)
         t = datetime.now(UTC)
         assert services.processor.process(stored.id, now=t) is Status.RETRYING
         retry_at = services.inbox.get(stored.id).next_attempt_at
@@ -628,50 +476,11 @@ def test_interrupted_last_attempt_keeps_the_earlier_error(environ, api):
 # Duplicates ----------------------------------------------------------------------------------------
 
 
-def test_same_message_twice_is_one_row_processed_once(api, services, sender):
-    """The same svix-id delivered twice makes one row, one task and one fetch."""
-    msg_id = new_msg_id()
-    first = sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
-    again = sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
-    assert (first.status_code, first.get_json()) == (200, {"status": "received"})
-    assert (again.status_code, again.get_json()) == (200, {"status": "redelivered"})
-    assert services.inbox.count() == 1
-    assert drain(services) == 1
-    assert services.inbox.by_message_id(msg_id).status is Status.DONE
-    assert api.fetches[("route", ROUTE_ID)] == 1
-
-
-def test_concurrent_deliveries_of_one_message_are_one_row(api, services, app, secret):
-    """The same svix-id delivered from several threads at once makes one row and one fetch."""
-    msg_id = new_msg_id()
-    threads = 6
-    barrier = threading.Barrier(threads)
-    answers = []
-
-    def send() -> None:
-        client_sender = Sender(app.test_client(), secret)
-        barrier.wait()
-        response = client_sender.send({"request_id": ROUTE_ID}, path="/webhook/route", msg_id=msg_id)
-        answers.append((response.status_code, response.get_json()["status"]))
-
-    workers = [threading.Thread(target=send) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=10)
-    assert sorted(answers) == [(200, "received")] + [(200, "redelivered")] * (threads - 1)
-    assert services.inbox.count() == 1
-    assert drain(services) == 1
-    assert services.inbox.by_message_id(msg_id).status is Status.DONE
-    assert api.fetches[("route", ROUTE_ID)] == 1
-
-
 def test_second_message_for_the_same_optimization_is_a_duplicate(api, services, sender):
-    """Two messages (different svix-ids) for one optimization: the second is a duplicate naming the first,
-    with one fetch and one handler call."""
+    """A second message for one optimization is a duplicate naming the first: one fetch, one handler call."""
     recorder = Recorder()
     services.registry.subscribe("*", recorder)
-    first = route_delivery(services, sender)
+    first = route_event(services, sender)
     second = deliver(sender, services.inbox, {"request_id": ROUTE_ID, "type": f"route.optimized.Example.{USER}"})
 
     assert drain(services) == 2
@@ -686,7 +495,7 @@ def test_second_message_for_the_same_optimization_is_a_duplicate(api, services, 
 def test_a_dead_holder_gives_the_optimization_to_a_later_message(api, services, sender):
     """When the message holding an optimization is dead, a later message for it is processed, not a duplicate."""
     api.fail_first("route", ROUTE_ID, (403, {}, {"message": "Forbidden"}))
-    first = route_delivery(services, sender)
+    first = route_event(services, sender)
     assert drain(services) == 1
     assert services.inbox.get(first.id).status is Status.DEAD
 
@@ -700,13 +509,64 @@ def test_a_dead_holder_gives_the_optimization_to_a_later_message(api, services, 
 def test_route_and_cluster_with_the_same_request_id_are_both_processed(api, services, sender, settings):
     """A route result and a cluster result sharing a request id are two optimizations, both processed."""
     api.add_result("cluster", ROUTE_ID)
-    route = route_delivery(services, sender)
+    route = route_event(services, sender)
     cluster = deliver(sender, services.inbox, {"request_id": ROUTE_ID}, path="/webhook/cluster")
     assert drain(services) == 2
     assert services.inbox.get(route.id).status is Status.DONE
     assert services.inbox.get(cluster.id).status is Status.DONE
     assert api.fetches == {("route", ROUTE_ID): 1, ("cluster", ROUTE_ID): 1}
     assert result_files(settings) == [f"cluster/{ROUTE_ID}.json", f"route/{ROUTE_ID}.json"]
+
+
+# Handlers ------------------------------------------------------------------------------------------
+
+
+def test_failing_handler_leaves_event_retrying_and_others_ran(services, sender, settings):
+    """End to end: a handler that raises leaves the event retrying, named in last_error; the other handlers ran."""
+    calls: list[str] = []
+
+    def flaky_handler(event: Event, result: RouteResult) -> None:
+        raise RuntimeError("cannot reach the WMS")
+
+    services.registry.subscribe("*", flaky_handler)
+    services.registry.subscribe("route.optimized", lambda e, r: calls.append(e.request_id))
+    stored = deliver(sender, services.inbox, {"request_id": ROUTE_ID}, path="/webhook/route")
+
+    assert services.processor.process(stored.id, now=datetime.now(UTC)) is Status.RETRYING
+    row = services.inbox.get(stored.id)
+    assert row.status is Status.RETRYING
+    assert "handler failed" in row.last_error
+    assert "flaky_handler" in row.last_error
+    assert calls == [ROUTE_ID]
+    assert (settings.results_dir / "route" / f"{ROUTE_ID}.json").is_file()  # the built-in handler ran too
+
+
+def test_general_event_takes_warehouse_and_user_from_the_result(api, services, sender):
+    """A route.optimized event takes its warehouse and user id from the result, so warehouse patterns match."""
+    document = example_result("route", ROUTE_ID)
+    document["ownerId"] = USER
+    api.add_result("route", ROUTE_ID, document)
+    matched: list[Event] = []
+    services.registry.subscribe(f"route.optimized.Example.{USER}", lambda e, r: matched.append(e))
+    services.registry.subscribe("route.optimized.Other.*", lambda e, r: pytest.fail("wrong warehouse matched"))
+
+    stored = deliver(sender, services.inbox, {"request_id": ROUTE_ID}, path="/webhook/route.optimized")
+    drain(services)
+
+    assert services.inbox.get(stored.id).status is Status.DONE
+    [event] = matched
+    assert (event.type, event.warehouse, event.user_id) == ("route.optimized", "Example", USER)
+
+
+def test_warehouse_type_keeps_its_own_warehouse(services, sender):
+    """For a warehouse-specific event the warehouse and user id come from the event type, not the result."""
+    matched: list[Event] = []
+    services.registry.subscribe("cluster.optimized.Other Site.*", lambda e, r: matched.append(e))
+    stored = deliver(sender, services.inbox, {"request_id": CLUSTER_ID, "type": "cluster.optimized.Other Site.u7"})
+    drain(services)
+    assert services.inbox.get(stored.id).status is Status.DONE
+    [event] = matched
+    assert (event.warehouse, event.user_id) == ("Other Site", "u7")
 
 
 # Event type resolution -----------------------------------------------------------------------------
@@ -823,10 +683,62 @@ def test_a_duplicate_found_by_asking_the_api_keeps_its_detected_type(api, servic
 
 def test_a_database_error_while_claiming_leaves_the_worker_alive(api, services, sender):
     """When the inbox cannot be written, process() logs and returns; the event stays due for the reconciler."""
-    stored = route_delivery(services, sender)
+    stored = route_event(services, sender)
     with services.inbox.engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE inbox_events RENAME TO inbox_events_away")
     assert services.processor.process(stored.id) is None
     with services.inbox.engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE inbox_events_away RENAME TO inbox_events")
     assert services.processor.process(stored.id) is Status.DONE
+
+
+# Giving work back at shutdown ----------------------------------------------------------------------
+
+
+class Gate:
+    """A handler that blocks its first call until told to go on."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.go_on = threading.Event()
+        self.calls = 0
+
+    def __call__(self, event, result) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            self.go_on.wait(10)
+
+
+def test_release_active_gives_back_an_unfinished_claim(services, sender, api):
+    """release_active gives back a claim in progress, due now and uncounted; its late finish is void; done once."""
+    gate = Gate()
+    services.registry.subscribe("*", gate)
+    event = route_event(services, sender)
+    outcome: list[Status | None] = []
+    worker = threading.Thread(target=lambda: outcome.append(services.processor.process(event.id)))
+    worker.start()
+    try:
+        assert gate.entered.wait(10)
+        released_at = datetime.now(UTC)
+        assert services.processor.release_active(now=released_at) == 1
+    finally:
+        gate.go_on.set()
+        worker.join(10)
+    assert not worker.is_alive()
+
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts, row.claim_token, row.lease_until) == (Status.RETRYING, 0, None, None)
+    assert row.next_attempt_at == released_at
+    assert story(services, event.id) == [("claimed", 1, None), ("released", 1, RELEASED)]
+    assert outcome == [None]  # the late finish found its claim gone
+    assert services.inbox.due(now=released_at) == [event.id]
+    assert services.processor.release_active() == 0
+
+    assert services.processor.process(event.id, now=released_at) is Status.DONE
+    assert services.processor.process(event.id, now=released_at + SECOND) is None
+    row = services.inbox.get(event.id)
+    assert (row.status, row.attempts) == (Status.DONE, 1)
+    assert [h[0] for h in story(services, event.id)] == ["claimed", "released", "claimed", "done"]
+    assert gate.calls == 2
+    assert api.fetches[("route", ROUTE_ID)] == 2

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from conftest import ROUTE_ID
-from processes import Launch, Process, process_env, wait_until
+from support.processes import Launch, Process, process_env, wait_until
+from support.standin import ROUTE_ID
 
 import http_server
 from inbox import Inbox, SqliteDatabase

@@ -1,4 +1,4 @@
-"""A handler module for the restart tests (HANDLER_MODULES=counting_handler): every call appends one
+"""A handler module for the restart tests (HANDLER_MODULES=support.counting_handler): every call appends one
 line `<kind> <request_id> <message_id>` to the file named by COUNT_FILE, so a test can count calls
 across processes, including processes it killed."""
 

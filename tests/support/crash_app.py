@@ -1,4 +1,4 @@
-"""The receiver's web app for the crash suite, served by gunicorn as `crash_app:create_app()`.
+"""The receiver's web app for the crash suite, served by gunicorn as `support.crash_app:create_app()`.
 
 It is `webapp.create_app()` unchanged, wrapped in a WSGI middleware that, for the POST storing a delivery
 whose svix-id the test chose (CRASH_DIR/chosen-web-after-commit; each at most once), lets the real app answer
@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from crash_common import CHOSEN_WEB, chosen, first_time, kill_self
 from flask import Flask
 
+from support.crash_common import CHOSEN_WEB, chosen, first_time, kill_self
 from webapp import create_app as create_webapp
 
 

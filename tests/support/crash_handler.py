@@ -1,4 +1,4 @@
-"""The crash suite's handler module (HANDLER_MODULES=crash_handler), run by `python main.py worker`.
+"""The crash suite's handler module (HANDLER_MODULES=support.crash_handler), run by `python main.py worker`.
 
 Every call that finishes appends `<kind> <request_id> <message_id> <pid>` to CRASH_DIR/completions; a call
 killed part-way appends nothing. For the optimizations the test chose (`<kind>-<request_id>` in CRASH_DIR
@@ -15,7 +15,9 @@ import os
 import random
 import time
 
-from crash_common import (
+from handlers.registry import Event, Registry
+from results import Result
+from support.crash_common import (
     CHOSEN_HANDLER_AFTER,
     CHOSEN_HANDLER_MID,
     COMPLETIONS,
@@ -24,9 +26,6 @@ from crash_common import (
     first_time,
     kill_self,
 )
-
-from handlers.registry import Event, Registry
-from results import Result
 
 
 def register(handlers: Registry) -> None:

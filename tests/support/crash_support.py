@@ -5,7 +5,8 @@ the wait for every acknowledged delivery to reach a final status, and the figure
 
 Every process is started in its own session (process group), so a kill or the clean-up reaches the whole
 group (gunicorn's master and its workers), and (on Linux) dies with the test process should that be killed
-outright before its clean-up runs (DIE_WITH_PARENT). Every wait is bounded. Loopback only.
+outright before its clean-up runs (die_with_parent in support/processes.py). Every wait is bounded.
+Loopback only.
 """
 
 import json
@@ -13,7 +14,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -26,8 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from conftest import PROJECT_DIR, new_secret, signed_headers
-from crash_common import (
+from sqlalchemy import func, select
+
+import defaults
+from inbox import FINAL_STATUSES, Inbox, Status, events, history
+from optipick_standin import StandInApi
+from signatures import new_secret, signed_headers
+from support.crash_common import (
     CHOSEN_HANDLER_AFTER,
     CHOSEN_HANDLER_MID,
     CHOSEN_WEB,
@@ -36,12 +41,7 @@ from crash_common import (
     MARKERS,
     write_chosen,
 )
-from processes import process_env, wait_until
-from sqlalchemy import func, select
-
-import defaults
-from inbox import FINAL_STATUSES, Inbox, Status, events, history
-from optipick_standin import StandInApi
+from support.processes import Process, healthy, process_env, wait_until
 
 WEB_WORKERS = 2
 WORKERS = 2
@@ -301,56 +301,18 @@ class Sender:
 # Processes -----------------------------------------------------------------------------------------
 
 
-# Runs first in every process the suite starts, then becomes the real program (exec keeps the pid): on Linux
-# it asks the kernel to SIGKILL the process when the thread that started it ends, so nothing outlives a test
-# run that is itself killed outright (a CI timeout) before its clean-up can run.
-DIE_WITH_PARENT = """
-import ctypes, os, signal, sys
-if sys.platform == "linux":
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != int(sys.argv[1]):  # the test ended before the line above
-        os._exit(1)
-os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
-"""
-
-
-class Proc:
-    """A subprocess in its own session, started in the project directory, its output in a log file, killed
-    by the kernel should the test process die first."""
+class Proc(Process):
+    """A receiver process of the crash suite, in a session of its own (a kill reaches gunicorn's workers too),
+    and killed by the kernel should the test process die first (die_with_parent): nothing outlives a test run
+    that is itself killed outright (a CI timeout) before its clean-up can run."""
 
     def __init__(self, name: str, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        with open(log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *args],
-                cwd=PROJECT_DIR,
-                env=dict(env),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.pid = self.popen.pid
-        self.started = time.monotonic()
-
-    def __repr__(self) -> str:
-        return f"<{self.name} pid {self.pid}>"
-
-    def running(self) -> bool:
-        return self.popen.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(args, env, log_path, name=name, new_session=True, die_with_parent=True)
 
     def kill_group(self) -> None:
         """SIGKILL the process and everything in its session (gunicorn's workers)."""
-        with suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
         with suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=10)
-
-    def age(self) -> float:
-        return time.monotonic() - self.started
+            self.kill()
 
     def stopped_cleanly(self) -> bool:
         """Whether the process ended as a SIGINT should end it: exit code 0; or, interrupted while still
@@ -362,7 +324,7 @@ class Proc:
     def stop_gracefully(self, timeout: float) -> int | None:
         """SIGINT, then wait; SIGKILL the group when it is still there after `timeout` seconds."""
         if self.running():
-            self.popen.send_signal(signal.SIGINT)
+            self.signal(signal.SIGINT)
             try:
                 return self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -434,7 +396,7 @@ class Cluster:
 
     def _start_web(self) -> Proc:
         args = ["-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(WEB_WORKERS)]
-        args += ["--graceful-timeout", "1", "--timeout", "30", "crash_app:create_app()"]
+        args += ["--graceful-timeout", "1", "--timeout", "30", "support.crash_app:create_app()"]
         return self._start("web", args)
 
     def _start_worker(self, number: int) -> Proc:
@@ -448,10 +410,7 @@ class Cluster:
         self._supervisor.start()
 
     def _healthy(self) -> bool:
-        try:
-            return requests.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
+        return healthy(self.base_url)
 
     # Kills and restarts -----------------------------------------------------------------------------
 
@@ -469,7 +428,7 @@ class Cluster:
 
     def _supervise(self) -> None:
         # This thread starts processes, so it lives until close(): the kernel kills a process when the thread
-        # that started it ends (DIE_WITH_PARENT).
+        # that started it ends (die_with_parent).
         while not self._stop.wait(0.1):
             if self._paused.is_set():
                 continue
@@ -700,7 +659,7 @@ def receiver_env(environ: Mapping[str, str], crash_dir: Path, port: int, **overr
     return process_env(
         environ,
         PORT=str(port),
-        HANDLER_MODULES="crash_handler",
+        HANDLER_MODULES="support.crash_handler",
         LEASE_SECONDS=str(LEASE_SECONDS),
         SHUTDOWN_GRACE_SECONDS=str(SHUTDOWN_GRACE_SECONDS),
         WORKER_THREADS=str(WORKER_THREADS),

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROUTE_ID
-from processes import process_env, wait_until
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from support.processes import process_env, wait_until
+from support.standin import ROUTE_ID
 
 from inbox import Inbox
 from services import Services

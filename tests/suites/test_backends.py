@@ -6,10 +6,7 @@ Deliveries are signed for real, go through the Flask app, the real queue and the
 """
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,33 +17,21 @@ from pathlib import Path
 
 import pytest
 import redis
-import requests
-from conftest import (
-    API_KEY,
-    CLUSTER_ID,
-    PROJECT_DIR,
-    ROUTE_ID,
-    TEST_DATABASE_URL,
-    TEST_REDIS_URL,
-    Backend,
-    drain,
-    new_msg_id,
-    schema_url,
-    signed_headers,
-)
-from counting_handler import read_counts
 from huey import PostgresHuey, RedisHuey, SqliteHuey
-from processes import Process, free_port, process_env, wait_until
 from sqlalchemy import create_engine, text, update
 from sqlalchemy.pool import NullPool
-from worker_support import deliver
+from support.backends import Backend, schema_url
+from support.concurrency import in_parallel
+from support.counting_handler import read_counts
+from support.deliveries import deliver, drain, post_delivery
+from support.processes import Process, free_port, process_env, wait_until
+from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 
 import defaults
 import work_queue
 from clock import utcnow
-from config import load_settings
-from errors import ConfigError
 from inbox import Inbox, NewDelivery, Status, events
+from signatures import new_message_id, signed_headers
 
 EXAMPLE_USER = "673f48095739843f4de65ec9"
 HUEY_CLASSES = {"sqlite": SqliteHuey, "postgres+redis": RedisHuey, "postgres+pghuey": PostgresHuey}
@@ -54,18 +39,6 @@ HUEY_CLASSES = {"sqlite": SqliteHuey, "postgres+redis": RedisHuey, "postgres+pgh
 
 def result_files(settings) -> list[Path]:
     return sorted(settings.results_dir.rglob("*.json"))
-
-
-def in_parallel(count: int, action) -> list:
-    """Run `action()` in `count` threads released at the same moment; return their results in order."""
-    barrier = threading.Barrier(count)
-
-    def run(_: int):
-        barrier.wait(timeout=10)
-        return action()
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 # The whole flow --------------------------------------------------------------------------------
@@ -121,7 +94,7 @@ def test_signed_deliveries_are_fetched_once_and_written(backend, sender, service
 def test_concurrent_redeliveries_store_one_row_and_fetch_once(backend, app, services, api, settings, secret):
     """The same message delivered by eight requests at once is stored once, enqueued once and fetched once."""
     body = json.dumps({"request_id": ROUTE_ID})
-    headers = signed_headers(secret, body, new_msg_id())
+    headers = signed_headers(secret, body, new_message_id())
 
     def post():
         response = app.test_client().post("/webhook/route", data=body, headers=headers)
@@ -255,7 +228,7 @@ def test_reconcilers_side_by_side_hand_out_each_due_event_once(backend, services
     ids = [
         services.inbox.add(
             NewDelivery(
-                new_msg_id(), Status.RECEIVED, b"{}", {}, "route.optimized", kind="route", request_id=f"{i:024x}"
+                new_message_id(), Status.RECEIVED, b"{}", {}, "route.optimized", kind="route", request_id=f"{i:024x}"
             )
         ).event.id
         for i in range(200)
@@ -273,7 +246,7 @@ def test_reconcilers_side_by_side_hand_out_each_due_event_once(backend, services
 
 
 def test_second_message_for_the_same_optimization_is_a_duplicate(backend, sender, services, api, settings):
-    """Two messages (general and warehouse type) for one optimization: one is done, the other duplicate, one fetch."""
+    """A second message for one optimization is a duplicate naming the first: one fetch, one handler call."""
     first = deliver(sender, services.inbox, {"request_id": ROUTE_ID}, path="/webhook/route")
     second = deliver(
         sender, services.inbox, {"request_id": ROUTE_ID}, path=f"/webhook/route.optimized.Example.{EXAMPLE_USER}"
@@ -358,101 +331,6 @@ def test_processes_starting_together_on_an_empty_database_all_come_up(backend, p
                 conn.execute(text(f'drop schema "{schema}" cascade'))
 
 
-# QUEUE_URL and DATABASE_URL ----------------------------------------------------------------
-
-
-def settings_with(**values: str):
-    base = {"WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "OPTIPICK_API_KEY": API_KEY}
-    return load_settings({**base, **values}, env_file=None)
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-        ("rediss://:pw@cache.internal:6380/2", "rediss://:pw@cache.internal:6380/2"),
-        ("redis://cache.internal", "redis://cache.internal"),
-        ("postgresql+psycopg://app@db.internal/app", "postgresql+psycopg://app@db.internal/app"),
-        ("postgresql://app@db.internal:5432/app", "postgresql+psycopg://app@db.internal:5432/app"),
-    ],
-)
-def test_queue_url_accepts_redis_and_postgresql(value, expected):
-    """QUEUE_URL takes redis://, rediss:// and postgresql:// URLs; a PostgreSQL one is read with psycopg."""
-    assert settings_with(QUEUE_URL=value).queue_url == expected
-
-
-def test_database_url_without_a_driver_means_psycopg():
-    """DATABASE_URL=postgresql://… uses psycopg 3, the driver that is installed."""
-    assert settings_with(DATABASE_URL="postgresql://app@db/app").database_url == "postgresql+psycopg://app@db/app"
-
-
-@pytest.mark.parametrize(
-    ("overrides", "hint"),
-    [
-        ({"QUEUE_URL": "amqp://guest@localhost//"}, "supported: sqlite, postgresql, redis, rediss"),
-        ({"QUEUE_URL": "mysql://localhost/queue"}, "supported: sqlite, postgresql, redis, rediss"),
-        ({"QUEUE_URL": "postgres://app@db/app"}, "supported"),
-        ({"QUEUE_URL": "postgresql+psycopg2://app@db/app"}, "postgresql+psycopg://"),
-        ({"QUEUE_URL": "redis://localhost:6379/queue"}, "database number"),
-        ({"QUEUE_URL": "::not a url::"}, "not a queue URL"),
-        ({"QUEUE_URL": "sqlite://"}, "file path"),
-        ({"DATABASE_URL": "redis://localhost:6379/0"}, "supported: sqlite, postgresql"),
-        ({"DATABASE_URL": "postgresql+asyncpg://app@db/app"}, "postgresql+psycopg://"),
-    ],
-)
-def test_an_unusable_queue_or_database_url_is_one_line_naming_it(overrides, hint):
-    """A QUEUE_URL or DATABASE_URL that is none of the supported kinds stops start-up with one line naming it."""
-    [name] = overrides
-    with pytest.raises(ConfigError) as raised:
-        settings_with(**overrides)
-    message = str(raised.value)
-    assert message.startswith(name)
-    assert hint in message
-    assert "\n" not in message
-
-
-def test_a_postgresql_queue_that_refuses_the_connection_is_one_line():
-    """A PostgreSQL QUEUE_URL whose server does not answer is one line naming QUEUE_URL, without the password."""
-    with pytest.raises(ConfigError) as raised:
-        work_queue.create_huey(f"postgresql+psycopg://app:pa55word@127.0.0.1:{free_port()}/app")
-    message = str(raised.value)
-    assert message.startswith("QUEUE_URL: cannot connect to PostgreSQL")
-    assert "\n" not in message
-    assert "pa55word" not in message
-
-
-# Skipped locally, failed in CI ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("ci", "database_url", "outcome", "reason"),
-    [
-        ("", None, "1 skipped", "TEST_DATABASE_URL is not set"),
-        ("true", None, "1 error", "TEST_DATABASE_URL is not set"),
-        ("", "postgresql+psycopg://postgres@127.0.0.1:{closed_port}/test", "1 error", "does not answer"),
-    ],
-)
-def test_missing_servers_skip_locally_and_fail_in_ci(ci, database_url, outcome, reason, tmp_path):
-    """Without TEST_DATABASE_URL a PostgreSQL variant skips, unless CI=true; a server that does not answer fails it."""
-    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
-    env["CI"] = ci
-    if database_url is not None:
-        env[TEST_DATABASE_URL] = database_url.format(closed_port=free_port())
-    env[TEST_REDIS_URL] = "redis://127.0.0.1:1/0"  # never reached: the database is checked first
-    selected = "tests/test_backends.py::test_the_configured_backend_is_the_one_in_use[postgres+pghuey]"
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rsf", "-p", "no:cacheprovider", selected],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == (0 if outcome == "1 skipped" else 1), run.stdout[-3000:]
-    assert outcome in run.stdout, run.stdout[-3000:]
-    assert reason in run.stdout, run.stdout[-3000:]
-
-
 # Several processes on PostgreSQL + Redis ---------------------------------------------------------
 
 
@@ -483,12 +361,6 @@ def waiting_consumers(backend: Backend) -> Iterator[Callable[[], int]]:
         engine.dispose()
 
 
-def send(base_url: str, secret: str, payload: dict, path: str, msg_id: str) -> int:
-    body = json.dumps(payload)
-    response = requests.post(base_url + path, data=body, headers=signed_headers(secret, body, msg_id), timeout=10)
-    return response.status_code
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["postgres+redis", "postgres+pghuey"], indirect=True)
 def test_gunicorn_and_two_workers_process_each_delivery_exactly_once(backend, environ, api, secret, tmp_path):
@@ -498,12 +370,14 @@ def test_gunicorn_and_two_workers_process_each_delivery_exactly_once(backend, en
     for kind, request_id in zip(kinds, request_ids, strict=True):
         api.add_result(kind, request_id)
     api.delay = 0.05  # every fetch takes a moment, so the work spreads over both workers
-    deliveries = [(kind, request_id, new_msg_id()) for kind, request_id in zip(kinds, request_ids, strict=True)]
+    deliveries = [(kind, request_id, new_message_id()) for kind, request_id in zip(kinds, request_ids, strict=True)]
     sends = deliveries + deliveries[::5]  # every fifth message delivered twice, the same svix-id
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = process_env(environ, PORT=str(port), HANDLER_MODULES="counting_handler", COUNT_FILE=str(tmp_path / "count"))
+    env = process_env(
+        environ, PORT=str(port), HANDLER_MODULES="support.counting_handler", COUNT_FILE=str(tmp_path / "count")
+    )
     gunicorn = ["-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "webapp:create_app()"]
     processes = [
         Process(gunicorn, env, tmp_path / "web.log"),
@@ -520,7 +394,7 @@ def test_gunicorn_and_two_workers_process_each_delivery_exactly_once(backend, en
         with ThreadPoolExecutor(max_workers=8) as pool:
             statuses = list(
                 pool.map(
-                    lambda d: send(base_url, secret, {"request_id": d[1]}, f"/webhook/{d[0]}", d[2]),
+                    lambda d: post_delivery(base_url, secret, {"request_id": d[1]}, f"/webhook/{d[0]}", d[2])[1],
                     sends,
                 )
             )
@@ -550,4 +424,4 @@ def test_gunicorn_and_two_workers_process_each_delivery_exactly_once(backend, en
     finally:
         inbox.engine.dispose()
         for process in processes:
-            process.stop()
+            process.stop(timeout=5)

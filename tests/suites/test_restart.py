@@ -2,34 +2,18 @@
 interrupted work is finished after a restart, and each result reaches the handlers once."""
 
 import signal
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, CLUSTER_ID, ROUTE_ID
-from counting_handler import read_counts
-from processes import Process, deliver, process_env, wait_until
+from support.counting_handler import read_counts
+from support.deliveries import post_delivery
+from support.processes import Process, wait_until
+from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID
 
 from inbox import Status, StoredEvent
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def receiver_env(environ: dict[str, str], tmp_path: Path, port: int) -> Callable[..., dict[str, str]]:
-    """The environment of a receiver process that counts handler calls in tmp_path/count."""
-
-    def build(**overrides: str) -> dict[str, str]:
-        return process_env(
-            environ,
-            PORT=str(port),
-            HANDLER_MODULES="counting_handler",
-            COUNT_FILE=str(tmp_path / "count"),
-            **overrides,
-        )
-
-    return build
 
 
 def base_url(port: int) -> str:
@@ -63,7 +47,7 @@ def test_kill_during_fetch_is_finished_once_after_restart(
     first = launch(["main.py"], env)
     first.wait_healthy(base_url(port))
 
-    msg_id, status = deliver(base_url(port), secret, {"request_id": ROUTE_ID}, path="/webhook/route")
+    msg_id, status = post_delivery(base_url(port), secret, {"request_id": ROUTE_ID}, path="/webhook/route")
     assert status == 200
     wait_until(lambda: api.fetches[("route", ROUTE_ID)] == 1, "the fetch to start", watch=[first])
     first.kill()
@@ -108,7 +92,7 @@ def test_kill_after_acknowledgement_loses_nothing(launch, receiver_env, environ,
 
     expected = {}
     for kind, payload, path in deliveries:
-        msg_id, status = deliver(base_url(port), secret, payload, path=path)
+        msg_id, status = post_delivery(base_url(port), secret, payload, path=path)
         assert status == 200, path
         expected[(kind, payload["request_id"])] = f"{kind} {payload['request_id']} {msg_id}"
     first.kill()
@@ -143,7 +127,7 @@ def test_sigint_lets_the_running_fetch_finish(launch, receiver_env, inbox, api, 
     receiver = launch(["main.py"], receiver_env())
     receiver.wait_healthy(base_url(port))
 
-    msg_id, status = deliver(base_url(port), secret, {"request_id": CLUSTER_ID}, path="/webhook/cluster")
+    msg_id, status = post_delivery(base_url(port), secret, {"request_id": CLUSTER_ID}, path="/webhook/cluster")
     assert status == 200
     wait_until(lambda: api.fetches[("cluster", CLUSTER_ID)] == 1, "the fetch to start", watch=[receiver])
     receiver.signal(signal.SIGINT)
@@ -162,7 +146,7 @@ def test_gunicorn_and_worker_process_a_delivery(launch, receiver_env, environ, i
     worker = launch(["main.py", "worker"], env)
     web.wait_healthy(base_url(port))
 
-    msg_id, status = deliver(base_url(port), secret, {"request_id": ROUTE_ID}, path="/webhook/route")
+    msg_id, status = post_delivery(base_url(port), secret, {"request_id": ROUTE_ID}, path="/webhook/route")
     assert status == 200
     wait_until(lambda: inbox.by_message_id(msg_id).status is Status.DONE, "the event to be done", watch=[web, worker])
 

@@ -1,4 +1,4 @@
-"""A handler module for the shutdown tests (HANDLER_MODULES=slow_handler): every call first appends
+"""A handler module for the shutdown tests (HANDLER_MODULES=support.slow_handler): every call first appends
 `started <message_id>` to the file named by STARTED_FILE, then sleeps SLOW_SECONDS, then appends
 `<kind> <request_id> <message_id>` to COUNT_FILE (as counting_handler does). A run cut off by a stop or
 a kill leaves its `started` line and no COUNT_FILE line, so a test can tell finished calls from
@@ -7,10 +7,9 @@ interrupted ones across processes."""
 import os
 import time
 
-from counting_handler import count
-
 from handlers.registry import Event, Registry
 from results import Result
+from support.counting_handler import count
 
 
 def register(handlers: Registry) -> None:

@@ -1,7 +1,7 @@
 """The crash suite: the receiver as real processes (gunicorn with two workers, two `python main.py worker`
 processes) takes a few hundred signed deliveries (redelivered, concurrent, second messages, forgeries) while
-processes are SIGKILLed at random and at chosen points, and restarted; then the invariants of
-reliability.md §4 are checked on the final state:
+processes are SIGKILLed at random and at chosen points, and restarted; then three invariants are checked on
+the final state:
 
 1. every acknowledged delivery reaches a final status, within lease + reconcile wait + a retry, plus slack;
 2. each optimization's effect happens exactly once (one results file); its handler completes at least once,
@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY
-from crash_support import (
+from support.crash_support import (
     SENDER_DEADLINE_SECONDS,
     WORKER_THREADS,
     Answer,
@@ -47,7 +46,8 @@ from crash_support import (
     read_rows,
     receiver_env,
 )
-from processes import free_port
+from support.processes import free_port
+from support.standin import API_KEY
 
 import defaults
 from inbox import Inbox, Status

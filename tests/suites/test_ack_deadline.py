@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from conftest import ROUTE_ID, drain
-from processes import process_env, wait_until
 from sqlalchemy import Connection, Engine, create_engine, insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
+from support.deliveries import drain
+from support.processes import process_env, wait_until
+from support.standin import ROUTE_ID
 from werkzeug.serving import make_server
 
 import defaults

@@ -13,15 +13,15 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import API_KEY, ROUTE_ID
-from counting_handler import read_counts
-from processes import Launch, Process, deliver, process_env, wait_until
+from support.counting_handler import read_counts
+from support.deliveries import post_delivery
+from support.processes import Launch, Process, wait_until
+from support.standin import API_KEY, ROUTE_ID
 
 from inbox import Status
 
@@ -31,29 +31,11 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def receiver_env(environ: dict[str, str], tmp_path: Path, port: int) -> Callable[..., dict[str, str]]:
-    """The environment of a receiver whose only own handler is tests/slow_handler.py."""
-
-    def build(slow_seconds: float, **overrides: str) -> dict[str, str]:
-        return process_env(
-            environ,
-            PORT=str(port),
-            HANDLER_MODULES="slow_handler",
-            STARTED_FILE=str(tmp_path / "started"),
-            COUNT_FILE=str(tmp_path / "count"),
-            SLOW_SECONDS=str(slow_seconds),
-            **overrides,
-        )
-
-    return build
-
-
 def start_slow_event(launch: Launch, env: dict[str, str], base_url: str, secret: str, tmp_path: Path):
     """Start a receiver, deliver one route event and return (process, message id) once its handler is running."""
     receiver = launch(["main.py"], env)
     receiver.wait_healthy(base_url)
-    msg_id, status = deliver(base_url, secret, {"request_id": ROUTE_ID}, path="/webhook/route")
+    msg_id, status = post_delivery(base_url, secret, {"request_id": ROUTE_ID}, path="/webhook/route")
     assert status == 200
     wait_until(
         lambda: read_counts(tmp_path / "started") == [f"started {msg_id}"],
@@ -119,8 +101,7 @@ def test_sigterm_lets_a_slow_handler_finish_within_the_grace_period(
 def test_stop_past_the_grace_period_gives_the_event_back_and_a_restart_finishes_it_once(
     launch, receiver_env, inbox, secret, base_url, tmp_path, signum
 ):
-    """A stop with a 1 s grace during a 6 s handler exits at once, releases the event (due now, no lease),
-    and the next start takes it to done with the handler completed once in all."""
+    """A stop past a 1 s grace gives the running event back, due now; the next start does it, the handler once."""
     first, msg_id = start_slow_event(launch, receiver_env(6, SHUTDOWN_GRACE_SECONDS="1"), base_url, secret, tmp_path)
     signalled = time.monotonic()
     first.signal(signum)

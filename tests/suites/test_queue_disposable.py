@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
-from conftest import CLUSTER_ID, ROUTE_ID, drain
-from processes import config_env, process_env, wait_until
 from sqlalchemy.engine import make_url
+from support.deliveries import drain
+from support.processes import config_env, process_env, wait_until
+from support.standin import CLUSTER_ID, ROUTE_ID
 
 from clock import utcnow
 from inbox import Inbox, NewDelivery, Status

@@ -1,94 +1,28 @@
-"""Day-2 operations through the real command line (`replay`, `recover`, `show`, `prune`), the hourly prune, the
-event history, and giving back unfinished work, against real SQLite files, the real queue and the stand-in API."""
+"""Replay and recover (recovery.py) through the real command line: `replay` puts named events back whatever
+their status, `recover` replays the failed events of a time window (by status and type), and the times it
+reads; against real SQLite files, the real queue and the stand-in API."""
 
-import itertools
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
-from conftest import API_KEY, CLUSTER_ID, ROUTE_ID, drain, new_msg_id, new_secret
-from processes import config_env
-from sqlalchemy import func, select, update
-from worker_support import deliver, services_with
+from support.cli import run_cli
+from support.deliveries import deliver, drain, route_event, send_ignored, send_invalid, services_with
+from support.outcomes import REFUSED_KEY, received_ago, result_files, snapshot, status_of, story
+from support.standin import API_KEY, CLUSTER_ID, ROUTE_ID, ROUTE_SUMMARY, UNKNOWN_ID, standin_api
 
 import defaults
-import inbox as inbox_module
 import operations
-from config import load_settings
-from errors import ConfigError
-from inbox import Status, StoredEvent
-from main import cli
-from optipick_standin import StandInApi
+from inbox import Status
 from services import Services
+from signatures import new_secret
 
-UNKNOWN_ID = "0" * 24  # a request id the stand-in API has no result for (yet)
 ROUTE_2 = "2" * 24
 ROUTE_3 = "3" * 24
 ROUTE_4 = "4" * 24
-ROUTE_5 = "5" * 24
 USER = "673f48095739843f4de65ec9"
 WRONG_KEY = "wrong-key-" + "w" * 24
-ROUTE_SUMMARY = (
-    f"route {ROUTE_ID} (Example, wave WAVE-2025-03-14-07): 6 picks, 1 invalid pick left out; "
-    "no distance totals in the result"
-)
-REFUSED_KEY = "the OptiPick API refused OPTIPICK_API_KEY (HTTP 403)"
-RELEASED = "the worker stopped before the attempt finished"
-SECOND = timedelta(seconds=1)
-
-
-# Helpers --------------------------------------------------------------------------------------------
-
-
-def run(environ: dict[str, str], *args: str, **overrides: str) -> Result:
-    """`python main.py …` in-process with exactly these settings (every other setting blank, no .env)."""
-    # PRUNE_AFTER_DAYS and SHUTDOWN_GRACE_SECONDS are read too, so they are blanked as well.
-    env = config_env(environ, **{"PRUNE_AFTER_DAYS": "", "SHUTDOWN_GRACE_SECONDS": "", **overrides})
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-
-def route_event(services, sender, request_id: str = ROUTE_ID, **payload) -> StoredEvent:
-    return deliver(sender, services.inbox, {"request_id": request_id, **payload}, path="/webhook/route")
-
-
-def send_invalid(sender, services) -> StoredEvent:
-    """An authentic delivery without a request id: stored as invalid, answered 400."""
-    msg_id = new_msg_id()
-    assert sender.send({"type": "route.optimized"}, msg_id=msg_id).status_code == 400
-    return services.inbox.by_message_id(msg_id)
-
-
-def send_ignored(sender, services) -> StoredEvent:
-    return deliver(sender, services.inbox, {"type": "message.attempt.exhausted", "request_id": ROUTE_ID})
-
-
-def received_ago(services, msg_id: str, age: timedelta) -> None:
-    """Seed: pretend the event arrived `age` ago."""
-    events = inbox_module.events
-    with services.inbox.engine.begin() as conn:
-        conn.execute(update(events).where(events.c.msg_id == msg_id).values(received_at=datetime.now(UTC) - age))
-
-
-def story(services, event_id: int) -> list[tuple[str, int | None, str | None]]:
-    return [(h.action, h.attempt, h.error) for h in services.inbox.history_of(event_id)]
-
-
-def snapshot(services) -> dict[str, tuple[StoredEvent, list]]:
-    """Every stored event with its history, to show that a command changed nothing."""
-    return {e.message_id: (e, services.inbox.history_of(e.id)) for e in services.inbox.latest(limit=1000)}
-
-
-def result_files(settings) -> list[str]:
-    root: Path = settings.results_dir
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-def status_of(services, msg_id: str) -> Status:
-    return services.inbox.by_message_id(msg_id).status
 
 
 # replay ---------------------------------------------------------------------------------------------
@@ -99,7 +33,7 @@ def test_replay_received_queues_it_again_and_it_runs_once(environ, services, sen
     event = route_event(services, sender)
     assert services.queue.pending() == 1
 
-    result = run(environ, "replay", event.message_id)
+    result = run_cli(environ, "replay", event.message_id)
 
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{event.message_id}: received → received and queued\n"
@@ -117,7 +51,7 @@ def test_replay_skips_an_event_a_worker_holds(environ, services, sender):
     assert services.inbox.claim(event.id, 60) is not None
     before = snapshot(services)
 
-    result = run(environ, "replay", event.message_id)
+    result = run_cli(environ, "replay", event.message_id)
 
     assert result.exit_code == 1
     assert result.stdout == f"{event.message_id}: skipped, a worker is processing it right now\n"
@@ -131,7 +65,7 @@ def test_replay_takes_back_an_expired_lease(environ, services, sender, api):
     stale = services.inbox.claim(event.id, 60, now=datetime.now(UTC) - timedelta(hours=1))
     assert stale is not None
 
-    result = run(environ, "replay", event.message_id)
+    result = run_cli(environ, "replay", event.message_id)
 
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{event.message_id}: processing → received and queued\n"
@@ -151,7 +85,7 @@ def test_replay_retrying_starts_afresh(environ, services, sender, api):
     assert (status_of(services, event.message_id), services.inbox.get(event.id).attempts) == (Status.RETRYING, 1)
     api.add_result("route", UNKNOWN_ID)
 
-    result = run(environ, "replay", event.message_id)
+    result = run_cli(environ, "replay", event.message_id)
 
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{event.message_id}: retrying → received and queued\n"
@@ -170,7 +104,7 @@ def test_replay_done_runs_the_handlers_again_into_the_same_file(environ, service
     drain(services)
     assert status_of(services, event.message_id) is Status.DONE
 
-    result = run(environ, "replay", event.message_id)
+    result = run_cli(environ, "replay", event.message_id)
 
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{event.message_id}: done → received and queued\n"
@@ -202,7 +136,7 @@ def test_replay_of_an_unprocessable_event_resolves_it_the_same(environ, services
     event = send(sender, services)
     assert event.status is status
 
-    result = run(environ, "replay", event.message_id)
+    result = run_cli(environ, "replay", event.message_id)
 
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{event.message_id}: {status} → {status}\n"
@@ -220,7 +154,7 @@ def test_replay_dead_is_done_once_the_api_works(environ, services, sender, api):
     drain(services)
     assert status_of(services, event.message_id) is Status.DEAD
 
-    result = run(environ, "replay", event.message_id)
+    result = run_cli(environ, "replay", event.message_id)
 
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{event.message_id}: dead → received and queued\n"
@@ -238,7 +172,7 @@ def test_replay_duplicate_stays_duplicate_while_the_holder_lives(environ, servic
     drain(services)
     assert status_of(services, copy.message_id) is Status.DUPLICATE
 
-    result = run(environ, "replay", copy.message_id)
+    result = run_cli(environ, "replay", copy.message_id)
 
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{copy.message_id}: duplicate → received and queued\n"
@@ -254,23 +188,22 @@ def test_replay_duplicate_stays_duplicate_while_the_holder_lives(environ, servic
 def test_replay_unknown_id_exits_1_after_replaying_the_others(environ, services, sender):
     """An unknown message id prints "no such event" and makes the exit code 1; the known ids are still replayed."""
     event = send_ignored(sender, services)
-    result = run(environ, "replay", "msg_nope", event.message_id)
+    result = run_cli(environ, "replay", "msg_nope", event.message_id)
     assert result.exit_code == 1
     assert result.stdout == f"msg_nope: no such event\n{event.message_id}: ignored → ignored\n"
     assert [h[0] for h in story(services, event.id)] == ["replayed"]
 
-    alone = run(environ, "replay", "msg_nope")
+    alone = run_cli(environ, "replay", "msg_nope")
     assert (alone.exit_code, alone.stdout) == (1, "msg_nope: no such event\n")
 
 
 def test_replay_needs_a_message_id(environ):
     """`replay` without a message id is a usage error (exit code 2)."""
-    assert run(environ, "replay").exit_code == 2
+    assert run_cli(environ, "replay").exit_code == 2
 
 
 def test_replay_resolves_the_type_with_todays_default(environ, services, sender, api):
-    """An untyped event dead after the API knew no result is replayed under WEBHOOK_DEFAULT_EVENT_TYPE and
-    processed as a route result, without asking the API which kind it is."""
+    """A replayed untyped event takes today's WEBHOOK_DEFAULT_EVENT_TYPE and is fetched without asking its kind."""
     event = deliver(sender, services.inbox, {"request_id": ROUTE_2})
     now = datetime.now(UTC)
     for _ in range(defaults.NOT_FOUND_MAX_ATTEMPTS):
@@ -282,7 +215,7 @@ def test_replay_resolves_the_type_with_todays_default(environ, services, sender,
     assert detections == defaults.NOT_FOUND_MAX_ATTEMPTS
     api.add_result("route", ROUTE_2)
 
-    result = run(environ, "replay", event.message_id, WEBHOOK_DEFAULT_EVENT_TYPE="route.optimized")
+    result = run_cli(environ, "replay", event.message_id, WEBHOOK_DEFAULT_EVENT_TYPE="route.optimized")
 
     assert result.exit_code == 0, result.output
     row = services.inbox.get(event.id)
@@ -305,7 +238,7 @@ def test_recover_after_fixing_a_refused_key(environ, services, api):
         assert row.status is Status.DEAD
         assert row.last_error.startswith(REFUSED_KEY)
 
-    result = run(environ, "recover", "--since", "1h")
+    result = run_cli(environ, "recover", "--since", "1h")
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
@@ -374,9 +307,7 @@ def shared_failed(tmp_path_factory) -> Iterator[tuple[dict[str, str], Services, 
     """The same events in an inbox of their own, seeded once for the read-only (--dry-run) cases:
     its environment, services and the message ids by name."""
     tmp_path = tmp_path_factory.mktemp("shared")
-    api = StandInApi(API_KEY)
-    api.add_result("route", ROUTE_ID)
-    api.add_result("cluster", CLUSTER_ID)
+    api = standin_api()
     with api.serve():
         environ = {
             "WEBHOOK_SECRET": new_secret(),
@@ -465,7 +396,7 @@ def test_recover_dry_run_lists_the_matches_and_changes_nothing(shared_failed, ar
     environ, services, failed = shared_failed
     before = snapshot(services)
 
-    result = run(environ, "recover", *args(), "--dry-run")
+    result = run_cli(environ, "recover", *args(), "--dry-run")
 
     assert result.exit_code == 0, result.output
     head, *lines = result.stdout.splitlines()
@@ -492,7 +423,7 @@ def test_recover_replays_exactly_the_matches(environ, services, failed, args, ex
     """Without --dry-run, recover replays exactly the matching events, prints the count, and queues the processable."""
     before = snapshot(services)
 
-    result = run(environ, "recover", *args())
+    result = run_cli(environ, "recover", *args())
 
     assert result.exit_code == 0, result.output
     head, *lines = result.stdout.splitlines()
@@ -515,7 +446,7 @@ def test_recover_replays_exactly_the_matches(environ, services, failed, args, ex
 
 def test_recover_dead_events_end_done_once_the_api_works(environ, services, failed, api):
     """Recovering the dead events of the last week with the right key processes every one of them to `done`."""
-    result = run(environ, "recover", "--since", "1w")
+    result = run_cli(environ, "recover", "--since", "1w")
     assert result.stdout.splitlines()[0] == "4 event(s) match"
     drain(services)
     assert {name: status_of(services, failed[name]) for name in ALL_DEAD} == dict.fromkeys(ALL_DEAD, Status.DONE)
@@ -543,7 +474,7 @@ def test_recover_rejects_bad_options(environ, services, sender, api, args):
     drain(services)
     before = snapshot(services)
     assert [event.status for event, _ in before.values()] == [Status.DEAD]
-    result = run(environ, "recover", *args)
+    result = run_cli(environ, "recover", *args)
     assert result.exit_code == 2
     assert "Usage:" in result.stderr
     assert snapshot(services) == before
@@ -602,329 +533,3 @@ def test_parse_time_counts_ages_from_the_clock():
     before = datetime.now(UTC)
     parsed = operations.parse_time("2h")
     assert before - timedelta(hours=2) <= parsed <= datetime.now(UTC) - timedelta(hours=2)
-
-
-# show -----------------------------------------------------------------------------------------------
-
-
-def section(lines: list[str], name: str, following: str | None) -> list[str]:
-    start = lines.index(name) + 1
-    return lines[start : lines.index(following)] if following else lines[start:]
-
-
-def stamp(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def test_show_prints_a_done_event_in_full(environ, services, sender, api, secret):
-    """`show` prints ids, status, attempts, type, request id, times, the result summary, the whole history
-    (received, claimed with attempt numbers, retrying with its error, done), headers and the pretty payload."""
-    api.fail_first("route", ROUTE_ID, (503, {}, {"message": "Service Unavailable"}))
-    msg_id = new_msg_id()
-    response = sender.send({"request_id": ROUTE_ID, "note": "Lagerhalle Süd"}, path="/webhook/route", msg_id=msg_id)
-    assert response.status_code == 200
-    event = services.inbox.by_message_id(msg_id)
-    first = datetime.now(UTC)
-    assert services.processor.process(event.id, now=first) is Status.RETRYING
-    second = first + timedelta(seconds=defaults.RETRY_DELAYS[0])
-    assert services.processor.process(event.id, now=second) is Status.DONE
-
-    result = run(environ, "show", msg_id)
-
-    assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    assert lines[:7] == [
-        f"message id    {msg_id}",
-        "status        done (attempts 2)",
-        "type          route.optimized  (URL path: route.optimized)",
-        f"request id    {ROUTE_ID}",
-        f"received      {stamp(event.received_at)}",
-        f"updated       {stamp(second)}",
-        f"result        {ROUTE_SUMMARY}",
-    ]
-    assert section(lines, "history", "headers") == [
-        f"  {stamp(event.received_at)}  received",
-        f"  {stamp(first)}  claimed (attempt 1)",
-        f"  {stamp(first)}  retrying (attempt 1): GET /optimize/route/{ROUTE_ID} answered 503",
-        f"  {stamp(second)}  claimed (attempt 2)",
-        f"  {stamp(second)}  done (attempt 2)",
-    ]
-    headers = section(lines, "headers", "payload")
-    assert headers == sorted(headers)
-    sent = response.request.headers
-    for line in (
-        "  content-type: application/json",
-        f"  svix-id: {msg_id}",
-        f"  svix-timestamp: {sent['svix-timestamp']}",
-        f"  svix-signature: {sent['svix-signature']}",
-    ):
-        assert line in headers
-    assert section(lines, "payload", None) == [
-        "  {",
-        f'    "request_id": "{ROUTE_ID}",',
-        '    "note": "Lagerhalle Süd"',
-        "  }",
-    ]
-    assert API_KEY not in result.output
-    assert secret not in result.output
-
-
-def test_show_prints_the_last_error_and_next_look_of_a_retrying_event(environ, services, sender, api):
-    """For an event still retrying, `show` prints the last error, when it is next looked at, and no result."""
-    event = route_event(services, sender, UNKNOWN_ID)
-    now = datetime.now(UTC)
-    assert services.processor.process(event.id, now=now) is Status.RETRYING
-    error = f"GET /optimize/route/{UNKNOWN_ID} answered 404: no result for this request id (yet)"
-
-    lines = run(environ, "show", event.message_id).stdout.splitlines()
-
-    assert "status        retrying (attempts 1)" in lines
-    assert f"next look     {stamp(now + timedelta(seconds=defaults.RETRY_DELAYS[0]))}" in lines
-    assert f"last error    {error}" in lines
-    assert "result        -" in lines
-    assert section(lines, "history", "headers")[1:] == [
-        f"  {stamp(now)}  claimed (attempt 1)",
-        f"  {stamp(now)}  retrying (attempt 1): {error}",
-    ]
-
-
-def test_show_prints_a_body_that_is_not_json_as_it_came(environ, services, sender):
-    """An invalid event whose body is not JSON shows its error, type unknown, only `received` in history, and the
-    raw bytes."""
-    msg_id = new_msg_id()
-    assert sender.send("not json at all", msg_id=msg_id).status_code == 400
-
-    lines = run(environ, "show", msg_id).stdout.splitlines()
-
-    assert lines[1:4] == ["status        invalid (attempts 0)", "type          unknown yet", "request id    -"]
-    assert "last error    body is not JSON" in lines
-    assert len(section(lines, "history", "headers")) == 1
-    assert section(lines, "payload", None) == ["  b'not json at all'"]
-
-
-def test_show_unknown_id_exits_1(environ, services):
-    """`show` of a message id that is not stored says so on stderr and exits 1."""
-    result = run(environ, "show", "msg_nope")
-    assert result.exit_code == 1
-    assert result.stdout == ""
-    assert result.stderr == "no event with message id 'msg_nope'\n"
-
-
-# prune ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def aged(services, sender, api) -> dict[str, StoredEvent]:
-    """An event in every status received 40 days ago, plus `done` events 10 days and 1 day old."""
-    for request_id in (ROUTE_2, ROUTE_3, ROUTE_4, ROUTE_5):
-        api.add_result("route", request_id)
-    api.fail_first("cluster", CLUSTER_ID, (403, {}, {"message": "Forbidden"}))
-    events = {
-        "done": route_event(services, sender),
-        "duplicate": route_event(services, sender),
-        "dead": deliver(sender, services.inbox, {"request_id": CLUSTER_ID}, "/webhook/cluster"),
-        "retrying": route_event(services, sender, UNKNOWN_ID),
-        "done_10_days": route_event(services, sender, ROUTE_4),
-        "done_1_day": route_event(services, sender, ROUTE_5),
-        "ignored": send_ignored(sender, services),
-        "invalid": send_invalid(sender, services),
-    }
-    drain(services)
-    events["received"] = route_event(services, sender, ROUTE_2)
-    events["processing"] = route_event(services, sender, ROUTE_3)
-    assert services.inbox.claim(events["processing"].id, 60) is not None
-    ages = {"done_10_days": timedelta(days=10), "done_1_day": timedelta(days=1)}
-    for name, event in events.items():
-        received_ago(services, event.message_id, ages.get(name, timedelta(days=40)))
-    assert {name: status_of(services, e.message_id) for name, e in events.items()} == {
-        name: Status(name.split("_")[0]) for name in events
-    }
-    return events
-
-
-def history_rows(services, event_ids: list[int]) -> int:
-    history = inbox_module.history
-    with services.inbox.engine.connect() as conn:
-        return conn.scalar(select(func.count()).select_from(history).where(history.c.event_id.in_(event_ids)))
-
-
-FINISHED_OLD = {"done", "duplicate", "ignored"}
-
-
-@pytest.mark.parametrize(
-    ("args", "days", "deleted"),
-    [
-        ([], 30, FINISHED_OLD),
-        (["--older-than", "5"], 5, FINISHED_OLD | {"done_10_days"}),
-        (["--older-than", "2"], 2, FINISHED_OLD | {"done_10_days"}),
-        (["--older-than", "41"], 41, set()),
-        (["--include-failed"], 30, FINISHED_OLD | {"dead", "invalid"}),
-        (["--older-than", "5", "--include-failed"], 5, FINISHED_OLD | {"dead", "invalid", "done_10_days"}),
-    ],
-    ids=["default-30-days", "5-days", "minimum-2-days", "none-old-enough", "include-failed", "5-days-include-failed"],
-)
-def test_prune_deletes_only_old_finished_events_and_their_history(environ, services, aged, args, days, deleted):
-    """prune deletes finished events (and with --include-failed dead and invalid ones) received before the cutoff,
-    with their history, and never an event still to be processed; it prints the count."""
-    before = snapshot(services)
-    gone_ids = [aged[name].id for name in deleted]
-    assert history_rows(services, gone_ids) == sum(len(services.inbox.history_of(i)) for i in gone_ids)
-
-    result = run(environ, "prune", *args)
-
-    assert result.exit_code == 0, result.output
-    assert result.stdout == f"pruned {len(deleted)} event(s) older than {days} days\n"
-    assert {name for name, e in aged.items() if services.inbox.get(e.id) is None} == deleted
-    assert history_rows(services, gone_ids) == 0
-    after = snapshot(services)
-    for name in set(aged) - deleted:
-        assert after[aged[name].message_id] == before[aged[name].message_id]
-    assert run(environ, "prune", *args).stdout == f"pruned 0 event(s) older than {days} days\n"
-
-
-@pytest.mark.parametrize("value", ["1", "0", "-3", "a week"])
-def test_prune_refuses_fewer_than_two_days(environ, services, sender, value):
-    """--older-than below 2 (or not a number) is a usage error (exit 2) and deletes nothing."""
-    event = route_event(services, sender)
-    drain(services)
-    received_ago(services, event.message_id, timedelta(days=40))
-    before = snapshot(services)
-    result = run(environ, "prune", "--older-than", value)
-    assert result.exit_code == 2
-    assert "--older-than" in result.stderr
-    assert snapshot(services) == before
-
-
-def prune_task(services, minute: int = 17):
-    tasks = services.queue.huey.read_periodic(datetime(2026, 11, 28, 5, minute))
-    return [task for task in tasks if task.name == "prune"]
-
-
-def test_periodic_prune_deletes_old_finished_events(environ, services, aged):
-    """With PRUNE_AFTER_DAYS=3 the hourly `prune` task (at minute 17) deletes finished events older than 3 days."""
-    with services_with(environ, PRUNE_AFTER_DAYS="3") as (pruning, _):
-        assert prune_task(pruning, minute=16) == []
-        [task] = prune_task(pruning)
-        pruning.queue.huey.execute(task)
-    gone = {name for name, e in aged.items() if services.inbox.get(e.id) is None}
-    assert gone == FINISHED_OLD | {"done_10_days"}
-    assert history_rows(services, [aged[name].id for name in gone]) == 0
-
-
-def test_periodic_prune_does_nothing_without_prune_after_days(services, aged):
-    """Without PRUNE_AFTER_DAYS the hourly `prune` task runs and deletes nothing."""
-    before = snapshot(services)
-    [task] = prune_task(services)
-    services.queue.huey.execute(task)
-    assert snapshot(services) == before
-
-
-def test_prune_after_days_below_two_is_refused(environ):
-    """PRUNE_AFTER_DAYS=1 is a configuration error naming the variable, in the settings and on the command line."""
-    with pytest.raises(ConfigError, match="PRUNE_AFTER_DAYS"):
-        load_settings({**environ, "PRUNE_AFTER_DAYS": "1"}, env_file=None)
-    result = run(environ, "prune", PRUNE_AFTER_DAYS="1")
-    assert result.exit_code == 2
-    assert result.stderr.startswith("configuration error: PRUNE_AFTER_DAYS")
-
-
-# History and giving work back -----------------------------------------------------------------------
-
-
-def test_history_records_every_step_in_order(environ, services, sender, api):
-    """The history holds claimed, retrying, done, duplicate, replayed, released and dead entries, in order, each
-    with its attempt number and error."""
-    api.fail_first("route", ROUTE_ID, (503, {}, {"message": "Service Unavailable"}))
-    event = route_event(services, sender)
-    start = datetime.now(UTC) - timedelta(minutes=1)
-    assert services.processor.process(event.id, now=start) is Status.RETRYING
-    assert services.processor.process(event.id, now=start + 10 * SECOND) is Status.DONE
-    copy = route_event(services, sender)
-    assert services.processor.process(copy.id, now=start + 11 * SECOND) is Status.DUPLICATE
-
-    assert run(environ, "replay", event.message_id).exit_code == 0
-    later = datetime.now(UTC) + SECOND
-    claim = services.inbox.claim(event.id, 60, now=later)
-    assert services.inbox.release(claim, now=later)
-    api.fail_first("route", ROUTE_ID, (403, {}, {"message": "Forbidden"}))
-    assert services.processor.process(event.id, now=later + SECOND) is Status.DEAD
-
-    history = services.inbox.history_of(event.id)
-    assert [(h.action, h.attempt) for h in history] == [
-        ("claimed", 1),
-        ("retrying", 1),
-        ("claimed", 2),
-        ("done", 2),
-        ("replayed", None),
-        ("claimed", 1),
-        ("released", 1),
-        ("claimed", 1),
-        ("dead", 1),
-    ]
-    errors = [h.error for h in history]
-    assert errors[:7] == [
-        None,
-        f"GET /optimize/route/{ROUTE_ID} answered 503",
-        None,
-        None,
-        "replayed as received",
-        None,
-        RELEASED,
-    ]
-    assert errors[7] is None
-    assert errors[8].startswith(REFUSED_KEY)
-    assert all(a.at <= b.at for a, b in itertools.pairwise(history))
-    assert story(services, copy.id) == [
-        ("claimed", 1, None),
-        ("duplicate", 1, f"route {ROUTE_ID} is handled by {event.message_id}"),
-    ]
-
-
-class Gate:
-    """A handler that blocks its first call until told to go on."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.go_on = threading.Event()
-        self.calls = 0
-
-    def __call__(self, event, result) -> None:
-        self.calls += 1
-        if self.calls == 1:
-            self.entered.set()
-            self.go_on.wait(10)
-
-
-def test_release_active_gives_back_an_unfinished_claim(services, sender, api):
-    """release_active gives back a claim still being worked on: retrying, due at once, attempt not counted, history
-    `released`; the cut-off worker's late finish changes nothing, and the next process() finishes it once."""
-    gate = Gate()
-    services.registry.subscribe("*", gate)
-    event = route_event(services, sender)
-    outcome: list[Status | None] = []
-    worker = threading.Thread(target=lambda: outcome.append(services.processor.process(event.id)))
-    worker.start()
-    try:
-        assert gate.entered.wait(10)
-        released_at = datetime.now(UTC)
-        assert services.processor.release_active(now=released_at) == 1
-    finally:
-        gate.go_on.set()
-        worker.join(10)
-    assert not worker.is_alive()
-
-    row = services.inbox.get(event.id)
-    assert (row.status, row.attempts, row.claim_token, row.lease_until) == (Status.RETRYING, 0, None, None)
-    assert row.next_attempt_at == released_at
-    assert story(services, event.id) == [("claimed", 1, None), ("released", 1, RELEASED)]
-    assert outcome == [None]  # the late finish found its claim gone
-    assert services.inbox.due(now=released_at) == [event.id]
-    assert services.processor.release_active() == 0
-
-    assert services.processor.process(event.id, now=released_at) is Status.DONE
-    assert services.processor.process(event.id, now=released_at + SECOND) is None
-    row = services.inbox.get(event.id)
-    assert (row.status, row.attempts) == (Status.DONE, 1)
-    assert [h[0] for h in story(services, event.id)] == ["claimed", "released", "claimed", "done"]
-    assert gate.calls == 2
-    assert api.fetches[("route", ROUTE_ID)] == 2

@@ -1,5 +1,6 @@
-"""Svix's official signature test vectors (svix-delivery.md §4), through the svix library, raw HMAC-SHA256
-and the service's SignatureVerifier."""
+"""Signatures (signatures.py). Svix's published signature test vectors (three messages, three large payloads,
+negatives, decoys, a v1a entry) through the svix library, raw HMAC-SHA256 and the service's SignatureVerifier;
+and the helpers everything here signs with."""
 
 import base64
 import hashlib
@@ -10,7 +11,8 @@ from typing import NamedTuple
 import pytest
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from signatures import InvalidSignature, SignatureVerifier
+from intake import MESSAGE_ID_PATTERN
+from signatures import InvalidSignature, SignatureVerifier, new_message_id, new_secret, signed_headers
 
 
 class Vector(NamedTuple):
@@ -193,3 +195,40 @@ def test_body_not_utf8_is_invalid_signature_not_unicode_error():
     timestamp, signature = fresh(A)
     with pytest.raises(InvalidSignature, match="UTF-8"):
         SignatureVerifier([A.secret]).verify(b"\xff" + A.payload.encode(), headers_for(A, signature, timestamp))
+
+
+# The signing helpers (signatures.py) that send-test, the demo, the tests and the bench sign with ---------
+
+
+@pytest.mark.parametrize("vector", VECTORS.values(), ids=VECTORS.keys())
+def test_signed_headers_at_a_vectors_time_carry_its_official_signature(vector):
+    """signed_headers(…, now=) signs as Svix does: at a vector's own time it gives the published signature."""
+    headers = signed_headers(vector.secret, vector.payload, vector.msg_id, now=when(vector))
+    assert headers == {
+        "content-type": "application/json",
+        "svix-id": vector.msg_id,
+        "svix-timestamp": str(vector.timestamp),
+        "svix-signature": vector.signature,
+    }
+
+
+@pytest.mark.parametrize("prefix", ["svix", "webhook"])
+def test_signed_headers_verify_now_under_either_prefix(prefix):
+    """Headers signed now verify, under Svix's svix-* names or Standard Webhooks' webhook-* names alike."""
+    secret, msg_id, body = new_secret(), new_message_id(), b'{"request_id": "67d3f1a95e593173d0a1b2c4"}'
+    headers = signed_headers(secret, body, msg_id, prefix=prefix)
+    assert (headers[f"{prefix}-id"], headers["content-type"]) == (msg_id, "application/json")
+    assert verifies([secret], body, headers)
+    assert not verifies([new_secret()], body, headers)
+
+
+def test_new_secrets_and_message_ids_are_fresh_and_of_svix_shape():
+    """new_secret is whsec_ and 32 random bytes in base64; new_message_id a fresh id intake accepts as a key."""
+    secrets = {new_secret() for _ in range(3)}
+    assert len(secrets) == 3
+    assert all(len(base64.b64decode(s.removeprefix("whsec_"), validate=True)) == 32 for s in secrets)
+    assert all(s.startswith("whsec_") for s in secrets)
+    ids = {new_message_id() for _ in range(3)} | {new_message_id("msg_test_")}
+    assert len(ids) == 4
+    assert all(MESSAGE_ID_PATTERN.fullmatch(i) and i.startswith("msg_") for i in ids)
+    assert sum(i.startswith("msg_test_") for i in ids) == 1
