@@ -44,7 +44,7 @@ def test_the_workers_bookkeeping_also_waits_for_its_turn(tmp_path: Path) -> None
         added = inbox.add(NewDelivery("msg_1", Status.RECEIVED, b"{}", {}, request_id="r1"))
         assert inbox.database.writers is not None
         lock = ToldTurns(inbox.database.writers)
-        inbox.database.writers = lock  # type: ignore[assignment]  # the lock the inbox's writes take turns on
+        inbox.database.writers = lock  # the lock the inbox's writes take turns on
         with held_by_another_process(tmp_path / "inbox.db-writers.lock") as let_go:
             claimant.start()
             assert lock.asked.wait(10), "the claim never asked for its turn"

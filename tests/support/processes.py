@@ -134,12 +134,13 @@ class Process:
         name: str | None = None,
         new_session: bool = False,
         die_with_parent: bool = False,
+        program: str = sys.executable,
     ) -> None:
         self.args = list(args)
         self.name = name or " ".join(self.args)
         self.log_path = log_path
         self.new_session = new_session
-        command = [sys.executable, *self.args]
+        command = [program, *self.args]  # this Python by default; the bench also starts nginx
         if die_with_parent:
             command = [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *self.args]
         with open(log_path, "ab") as log:  # the log file descriptor is inherited, so ours can close
@@ -244,10 +245,13 @@ class Processes:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start(self, name: str, args: Sequence[str], settings: Mapping[str, str]) -> Process:
-        """`python <args>` with exactly `settings` (process_env), logged to <log_dir>/<nn>-<name>.log."""
+    def start(
+        self, name: str, args: Sequence[str], settings: Mapping[str, str], program: str = sys.executable
+    ) -> Process:
+        """`python <args>` (or `program <args>`) with exactly `settings` (process_env), logged to
+        <log_dir>/<nn>-<name>.log."""
         log_path = self.log_dir / f"{len(self.started) + 1:02d}-{name}.log"
-        process = Process(args, process_env(settings), log_path, name=name, new_session=True)
+        process = Process(args, process_env(settings), log_path, name=name, new_session=True, program=program)
         self.started.append(process)
         return process
 
