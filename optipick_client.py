@@ -15,22 +15,14 @@ import contextlib
 import email.utils
 import json
 import logging
-import socket
-import threading
-import time
-from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.poolmanager import ProxyManager
-from urllib3.response import HTTPResponse
 
 import defaults
+from api_deadline import Call, Watchdog, WatchedAdapter, watched
 from errors import ApiUnavailable, AuthenticationError, RateLimited, ResultNotFound, UnreadableResult
 from event_types import REQUEST_ID_PATTERN, Kind
 from results import Result, parse_result
@@ -64,11 +56,11 @@ class OptiPickClient:
         self.max_result_bytes = max_result_bytes
         # No single wait may be longer than the whole call.
         self.timeout = (min(timeout[0], deadline), min(timeout[1], deadline))
-        self._watchdog = _Watchdog()
+        self._watchdog = Watchdog()
         self.session = requests.Session()
         # One kept-alive connection per worker thread; requests keeps 10 by default, so more threads
         # would open and close a connection for every fetch.
-        adapter = _WatchedAdapter(pool_connections=1, pool_maxsize=max(10, connections))
+        adapter = WatchedAdapter(pool_connections=1, pool_maxsize=max(10, connections))
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers.update({"X-API-KEY": api_key, "Accept": "application/json", "User-Agent": USER_AGENT})
@@ -146,25 +138,20 @@ class OptiPickClient:
         return self.session.get(self.base_url + path, timeout=self.timeout, allow_redirects=False, stream=True)
 
     @contextlib.contextmanager
-    def _budget(self, path: str) -> Iterator["_Call"]:
-        """One call against the deadline: what requests raises becomes ApiUnavailable, saying whether
-        the deadline cut the call off."""
-        call = _Call(time.monotonic() + self.deadline)
-        self._watchdog.watch(call)
-        _running.call = call
-        try:
-            yield call
-        except requests.RequestException as exc:
-            if call.expired:
-                raise ApiUnavailable(self._over_deadline(path)) from None
-            if isinstance(exc, requests.Timeout):
-                raise ApiUnavailable(f"GET {path} timed out") from None
-            raise ApiUnavailable(f"GET {path} failed: {type(exc).__name__}") from None
-        finally:
-            _running.call = None
-            self._watchdog.forget(call)
+    def _budget(self, path: str) -> Iterator[Call]:
+        """One call against the deadline (api_deadline.py): what requests raises becomes ApiUnavailable,
+        saying whether the deadline cut the call off."""
+        with watched(self._watchdog, self.deadline) as call:
+            try:
+                yield call
+            except requests.RequestException as exc:
+                if call.expired:
+                    raise ApiUnavailable(self._over_deadline(path)) from None
+                if isinstance(exc, requests.Timeout):
+                    raise ApiUnavailable(f"GET {path} timed out") from None
+                raise ApiUnavailable(f"GET {path} failed: {type(exc).__name__}") from None
 
-    def _read(self, path: str, response: requests.Response, call: "_Call") -> bytearray:
+    def _read(self, path: str, response: requests.Response, call: Call) -> bytearray:
         """The whole body, read in chunks, refused as soon as it is larger than max_result_bytes."""
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_result_bytes:
@@ -246,139 +233,6 @@ def _refusal(path: str, response: requests.Response) -> Exception:
 # body. The connections tell it which socket is whose: each one joins the call of the thread that sends
 # a request on it. (A SOCKS proxy's connections are not watched; such a call is refused as over its
 # deadline once its reads end, each bounded by the read timeout.)
-
-_running = threading.local()  # .call: the _Call this thread is making, which its connection joins
-_owners = threading.Lock()  # guards which call a connection belongs to, and cutting it
-
-
-class _Call:
-    """One API call and its deadline (a time.monotonic() value): the connection it uses, and whether
-    the deadline cut it off."""
-
-    __slots__ = ("connection", "deadline", "expired", "finished")
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.connection: _WatchedConnection | None = None
-        self.expired = False
-        self.finished = False
-
-
-class _Watchdog:
-    """Cuts off the calls still running at their deadline, from one thread that sleeps until the next.
-
-    Every call of a client gets the same budget, so calls come due in the order they start: a queue is
-    the whole schedule. The thread starts with the first call and ends with close().
-    """
-
-    def __init__(self) -> None:
-        self._wake = threading.Condition()
-        self._due: deque[_Call] = deque()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def watch(self, call: _Call) -> None:
-        with self._wake:
-            self._due.append(call)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="optipick-api-deadlines", daemon=True)
-                self._thread.start()
-            elif len(self._due) == 1:  # it sleeps without a deadline to wait for
-                self._wake.notify()
-
-    def forget(self, call: _Call) -> None:
-        """The call is over: its connection is no longer its to cut. (It leaves the queue when due.)"""
-        with _owners:
-            call.finished = True
-            call.connection = None
-
-    def close(self) -> None:
-        with self._wake:
-            self._closed = True
-            self._wake.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join()
-
-    def _run(self) -> None:
-        with self._wake:
-            while not self._closed:
-                now = time.monotonic()
-                while self._due and (self._due[0].finished or self._due[0].deadline <= now):
-                    _expire(self._due.popleft())
-                self._wake.wait(self._due[0].deadline - now if self._due else None)
-
-
-def _expire(call: _Call) -> None:
-    with _owners:
-        if call.finished:
-            return
-        call.expired = True
-        connection = call.connection
-        if connection is not None and connection.call is call:
-            connection.cut()
-
-
-class _WatchedConnection(HTTPConnection):
-    """A connection the watchdog can cut: it belongs to the call of the thread sending on it."""
-
-    call: _Call | None = None
-    was_cut = False
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        call = getattr(_running, "call", None)
-        with _owners:
-            if self.was_cut:  # an earlier call's deadline shut its socket: start afresh
-                self.was_cut = False
-                self.close()
-            self.call = call
-            if call is not None:
-                call.connection = self
-        super().request(*args, **kwargs)
-
-    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 declares it
-        with _owners:
-            if self.call is not None and self.call.expired:  # the deadline passed while it connected
-                self.cut()
-        return super().getresponse()
-
-    def cut(self) -> None:
-        """Shut the socket down, so a read blocked on it returns at once. Called holding _owners."""
-        self.was_cut = True
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                # The plain socket's shutdown, also under TLS: SSLSocket's own would drop its TLS state
-                # while another thread is reading with it.
-                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
-
-
-class _WatchedTLSConnection(_WatchedConnection, HTTPSConnection):
-    pass
-
-
-class _WatchedPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedConnection
-
-
-class _WatchedTLSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedTLSConnection
-
-
-_WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _WatchedPool, "https": _WatchedTLSPool}
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """requests' adapter, whose connections (through an HTTP proxy too) the watchdog can cut."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if isinstance(manager, ProxyManager):
-            manager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
-        return manager
 
 
 def _checked(request_id: str) -> str:
