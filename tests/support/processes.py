@@ -135,6 +135,7 @@ class Process:
         new_session: bool = False,
         die_with_parent: bool = False,
         program: str = sys.executable,
+        cwd: Path = PROJECT_DIR,
     ) -> None:
         self.args = list(args)
         self.name = name or " ".join(self.args)
@@ -146,7 +147,7 @@ class Process:
         with open(log_path, "ab") as log:  # the log file descriptor is inherited, so ours can close
             self.popen = subprocess.Popen(
                 command,
-                cwd=PROJECT_DIR,
+                cwd=cwd,
                 env=dict(env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
